@@ -1,0 +1,188 @@
+"""Command line: argv and environment to a Config and a command; exceptions to exit codes.
+
+The only place that calls `sys.exit` (through `main`'s return value) and configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sidecar import __version__
+from sidecar.config import Config, EpochConfig, MetricDefinition, load_config
+from sidecar.errors import ConfigError, SidecarError, UsageError
+from sidecar.store import Store, open_store
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="Median-rule early stopping for hyperparameter tuning jobs (SageMaker's 'Auto').",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    replay = commands.add_parser(
+        "replay",
+        help="offline: what the rule would have done to logs run one after another",
+        description="The logs are jobs launched in the given order, each after the previous one.",
+    )
+    replay.add_argument("-c", "--config", required=True, help="config file (YAML or JSON)")
+    replay.add_argument("--json", action="store_true", help="print the JSON document")
+    replay.add_argument(
+        "--store",
+        default="sqlite://:memory:",
+        help="keep the simulated history here (default: in memory)",
+    )
+    replay.add_argument("logs", nargs="+", metavar="LOG", type=Path)
+
+    check = commands.add_parser(
+        "check", help="validate a config; show what each metric definition extracts from logs"
+    )
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", help="config file (YAML or JSON)")
+    source.add_argument("--preset", help="check a built-in preset instead of a config")
+    check.add_argument("logs", nargs="*", metavar="LOG", type=Path)
+
+    status = commands.add_parser("status", help="jobs, their state and stop epochs, from the store")
+    status.add_argument("-c", "--config", help="config file: its store, its tuning job")
+    status.add_argument("--store", help="store URL: every tuning job in it")
+    status.add_argument("--json", action="store_true", help="print the JSON document")
+    status.add_argument("--values", action="store_true", help="include every metric value")
+    return parser
+
+
+def read_config(path: str, env: dict[str, str] | None = None) -> Config:
+    """Load a config file with `SIDECAR_*` overrides from the environment."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
+    return load_config(text, env=os.environ if env is None else env, source=path)
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from sidecar.replay import replay
+    from sidecar.report import jobs_table
+
+    config = read_config(args.config)
+    store = open_store(args.store)
+    try:
+        result = replay(config, args.logs, store)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(result.document)
+        return 0
+    doc = result.document
+    es = config.early_stopping
+    print(
+        f"tuning job {doc['tuning_job']}: objective {config.objective.metric} "
+        f"({config.objective.type.value}), rule {es.rule} "
+        f"(min_jobs {es.min_jobs}, start_epoch {es.start_epoch}, early stopping {es.type.value})"
+    )
+    saved = result.epochs_saved()
+    print(jobs_table(doc["jobs"], saved={j["job"]: saved.get(j["job"], 0) for j in doc["jobs"]}))
+    stopped = sum(1 for j in doc["jobs"] if j["status"] == "Stopped")
+    total = sum(result.epochs_in_log.values())
+    print(
+        f"{stopped} of {len(doc['jobs'])} jobs stopped; "
+        f"{sum(saved.values())} of {total} logged epochs would not have run"
+    )
+    problems = {
+        **result.counts.errors,
+        **{f"timeout:{k}": v for k, v in result.counts.timeouts.items()},
+    }
+    if problems:
+        print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items())))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sidecar.check import check_logs, render
+    from sidecar.config import Config
+
+    definitions: list[MetricDefinition]
+    epoch: EpochConfig
+    if args.preset:
+        from sidecar.presets import load_preset, preset_names
+
+        if args.preset not in preset_names():
+            raise UsageError(
+                f"unknown preset {args.preset!r}; available: {', '.join(preset_names())}"
+            )
+        preset = load_preset(args.preset)
+        definitions, epoch, objective = preset.metric_definitions, preset.epoch, None
+        header = f"preset {args.preset}: {preset.description}".strip()
+        timeout, max_line = Config.model_fields["regex_timeout_seconds"].default, 1 << 20
+    else:
+        config = read_config(args.config)
+        definitions, epoch, objective = (
+            config.all_definitions(),
+            config.epoch_config(),
+            config.objective,
+        )
+        es = config.early_stopping
+        header = (
+            f"config {args.config}: valid. tuning job {config.tuning_job}, objective "
+            f"{objective.metric} ({objective.type.value}), rule {es.rule} (min_jobs {es.min_jobs}, "
+            f"start_epoch {es.start_epoch}), {len(definitions)} metric definition(s)"
+        )
+        timeout, max_line = config.regex_timeout_seconds, config.max_line_bytes
+    report = check_logs(
+        definitions, epoch, objective, args.logs, timeout=timeout, max_line_bytes=max_line
+    )
+    print(render(report, header=header))
+    return 1 if report.warnings else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sidecar.status import status_document, status_text
+
+    if not args.config and not args.store:
+        raise UsageError("status needs -c CONFIG or --store URL")
+    tuning_job = None
+    url = args.store
+    if args.config:
+        config = read_config(args.config)
+        url = url or config.store
+        tuning_job = config.tuning_job
+    store: Store = open_store(url, must_exist=True)
+    try:
+        document = status_document(store, tuning_job=tuning_job, values=args.values)
+    finally:
+        store.close()
+    if args.json:
+        _print_json(document)
+    else:
+        print(status_text(document))
+    return 0
+
+
+COMMANDS = {"replay": cmd_replay, "check": cmd_check, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; return its exit code (0 ok, 1 failure or check warnings, 2 bad config/usage)."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"sidecar: config error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SidecarError as exc:
+        print(f"sidecar: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,72 @@
+"""The wire types that flow one way through the pipeline: samples, decisions, job events."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    """A training job's state, in SageMaker's words."""
+
+    RUNNING = "Running"
+    COMPLETED = "Completed"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One metric value a job reported at an epoch (1-based)."""
+
+    metric: str
+    epoch: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The evidence of a decision to stop a job at an epoch."""
+
+    tuning_job: str
+    job: str
+    epoch: int
+    value: float
+    median: float
+    compared_jobs: int
+    rule: str
+    dry_run: bool = False
+
+    def evidence(self) -> dict[str, Any]:
+        """The §4 `decision` object (non-finite numbers become null: JSON has no NaN)."""
+        doc: dict[str, Any] = {
+            "epoch": self.epoch,
+            "value": finite_or_none(self.value),
+            "median": finite_or_none(self.median),
+            "compared_jobs": self.compared_jobs,
+        }
+        if self.dry_run:
+            doc["dry_run"] = True
+        return doc
+
+
+@dataclass(slots=True)
+class ParseCounts:
+    """What a parse step counted besides samples: problems by reason, timeouts by metric."""
+
+    errors: dict[str, int] = field(default_factory=dict)
+    timeouts: dict[str, int] = field(default_factory=dict)
+
+    def error(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.errors[reason] = self.errors.get(reason, 0) + n
+
+    def timeout(self, metric: str) -> None:
+        self.timeouts[metric] = self.timeouts.get(metric, 0) + 1
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON-safe number: NaN and infinities become None."""
+    return value if math.isfinite(value) else None

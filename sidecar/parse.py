@@ -1,0 +1,256 @@
+"""Lines to samples: compiled metric definitions, epochs, and the per-job parse state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import regex
+
+from sidecar.config import EpochConfig, MetricDefinition, template_fields
+from sidecar.model import ParseCounts, Sample
+from sidecar.prefilter import required_literal
+
+TAB011 = "#011"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledDefinition:
+    """A metric definition compiled once: pattern, groups, and the literal that gates it."""
+
+    name: str
+    fields: tuple[str, ...]  # placeholders of a templated name; empty for a plain name
+    pattern: regex.Pattern[str]
+    value_group: str | int
+    epoch_group: str | None
+    literal: str | None  # every match contains it: absent means the regex cannot match
+    tab011: bool  # match against the line with tabs shown as `#011` (AWS's built-in definitions)
+    all_segments: bool
+    ambiguous: bool  # several unnamed groups and no `value` group: the first one is used
+
+    @classmethod
+    def compile(cls, definition: MetricDefinition) -> CompiledDefinition:
+        pattern = regex.compile(definition.regex)
+        named = pattern.groupindex
+        fields = tuple(template_fields(definition.name))
+        unnamed = [i for i in range(1, pattern.groups + 1) if i not in named.values()]
+        value_group: str | int = "value" if "value" in named else unnamed[0]
+        literal = required_literal(definition.regex)
+        tab011 = TAB011 in definition.regex
+        return cls(
+            name=definition.name,
+            fields=fields,
+            pattern=pattern,
+            value_group=value_group,
+            epoch_group="epoch" if "epoch" in named else None,
+            literal=literal or None,
+            tab011=tab011,
+            all_segments=definition.segments == "all",
+            ambiguous="value" not in named and len(unnamed) > 1,
+        )
+
+    def byte_literal(self) -> bytes | None:
+        """A literal to look for in the raw bytes; for `#011` definitions, a piece without `#011`."""
+        if self.literal is None:
+            return None
+        if self.tab011:
+            piece = max(self.literal.split(TAB011), key=len)
+            return piece.encode() if piece else None
+        return self.literal.encode()
+
+
+def parse_number(text: str) -> float | None:
+    """A float in Python's syntax (nan/inf in any case), also as bars print them (`nan.0`)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    stripped = text.strip().lower().rstrip("0").rstrip(".")
+    if stripped.lstrip("+-") in ("nan", "inf", "infinity"):
+        return float(stripped)
+    return None
+
+
+def parse_epoch(text: str) -> int | None:
+    """An epoch number: an integer, or a float with no fractional part (`3`, `3.0`)."""
+    number = parse_number(text)
+    if number is None or not math.isfinite(number) or number != int(number):
+        return None
+    return int(number)
+
+
+class Extractor:
+    """The compiled definitions and epoch settings of one config; immutable and shared by jobs."""
+
+    def __init__(
+        self,
+        definitions: Sequence[MetricDefinition],
+        epoch: EpochConfig,
+        *,
+        timeout: float,
+    ) -> None:
+        self.definitions = tuple(CompiledDefinition.compile(d) for d in definitions)
+        self.timeout = timeout
+        self.epoch_offset = epoch.offset
+        self.epoch_pattern = regex.compile(epoch.regex) if epoch.regex else None
+        self.epoch_literal = required_literal(epoch.regex) if epoch.regex else None
+        self.epoch_group: str | int = 1
+        if self.epoch_pattern is not None and "epoch" in self.epoch_pattern.groupindex:
+            self.epoch_group = "epoch"
+        self._last = tuple(d for d in self.definitions if not d.all_segments)
+        self._all = tuple(d for d in self.definitions if d.all_segments)
+        self._gates = self._byte_gates()
+
+    def _byte_gates(self) -> tuple[bytes, ...] | None:
+        """Literals of which a raw line must contain one to be worth decoding; None: no gate."""
+        gates: list[bytes] = []
+        for d in self.definitions:
+            literal = d.byte_literal()
+            if literal is None:
+                return None
+            gates.append(literal)
+        if self.epoch_pattern is not None:
+            if not self.epoch_literal:
+                return None
+            gates.append(self.epoch_literal.encode())
+        return tuple(dict.fromkeys(gates))
+
+    def might_match(self, raw: bytes) -> bool:
+        """False only when no definition and no epoch regex can match this raw line.
+
+        Escape sequences and backspaces can join text, so such lines always pass the gate.
+        """
+        gates = self._gates
+        if gates is None:
+            return True
+        for gate in gates:
+            if gate in raw:
+                return True
+        return b"\x1b" in raw or b"\x08" in raw
+
+    def new_job(
+        self, *, counts: Mapping[str, int] | None = None, last_epoch: int | None = None
+    ) -> JobParser:
+        """Parse state for one job; `counts` resumes ordinal epochs after a restart."""
+        return JobParser(self, dict(counts or {}), last_epoch)
+
+    def search_epoch(self, text: str, counts: ParseCounts) -> int | None:
+        """The epoch the epoch regex finds in `text` (offset applied), or None."""
+        pattern = self.epoch_pattern
+        if pattern is None or (self.epoch_literal and self.epoch_literal not in text):
+            return None
+        try:
+            match = pattern.search(text, timeout=self.timeout)
+        except TimeoutError:
+            counts.timeout("epoch")
+            return None
+        if match is None:
+            return None
+        captured = match.group(self.epoch_group)
+        epoch = parse_epoch(captured) if captured is not None else None
+        if epoch is None:
+            counts.error("bad_epoch")
+            return None
+        return epoch + self.epoch_offset
+
+    def matches(
+        self, definition: CompiledDefinition, text: str, counts: ParseCounts
+    ) -> Iterable[tuple[str, str, int | None]]:
+        """(metric name, value text, epoch or None) for each match of one definition in `text`."""
+        if definition.tab011 and "\t" in text:
+            text = text.replace("\t", TAB011)
+        if definition.literal is not None and definition.literal not in text:
+            return ()
+        pattern = definition.pattern
+        try:
+            if not definition.fields:
+                match = pattern.search(text, timeout=self.timeout)
+                found = [match] if match is not None else []
+            else:
+                found = list(pattern.finditer(text, timeout=self.timeout))
+        except TimeoutError:
+            counts.timeout(definition.name)
+            return ()
+        out: list[tuple[str, str, int | None]] = []
+        for match in found:
+            value_text = match.group(definition.value_group)
+            if value_text is None:
+                continue
+            name = definition.name
+            if definition.fields:
+                groups = {f: match.group(f) for f in definition.fields}
+                if any(v is None for v in groups.values()):
+                    continue
+                name = name.format_map(groups)
+            epoch: int | None = None
+            if definition.epoch_group is not None:
+                epoch_text = match.group(definition.epoch_group)
+                if epoch_text is not None:
+                    parsed = parse_epoch(epoch_text)
+                    if parsed is None:
+                        counts.error("bad_epoch")
+                        continue
+                    epoch = parsed + self.epoch_offset
+            out.append((name, value_text, epoch))
+        return out
+
+
+class JobParser:
+    """One job's parse state: the last epoch seen and each metric's value count (ordinal epochs)."""
+
+    def __init__(
+        self, extractor: Extractor, counts: dict[str, int], last_epoch: int | None
+    ) -> None:
+        self.extractor = extractor
+        self.value_counts = counts
+        self.last_epoch = last_epoch
+
+    def feed(self, segments: Sequence[str], counts: ParseCounts) -> list[Sample]:
+        """Samples from one decoded line (its `\\r` segments, the last being what a terminal shows)."""
+        ex = self.extractor
+        samples: list[Sample] = []
+        if ex._all:
+            settled: dict[tuple[str, int | None], str] = {}
+            for segment in segments:
+                epoch = ex.search_epoch(segment, counts)
+                if epoch is not None:
+                    self.last_epoch = epoch
+                for definition in ex._all:
+                    for name, value_text, own_epoch in ex.matches(definition, segment, counts):
+                        key = (name, own_epoch if own_epoch is not None else self.last_epoch)
+                        settled.pop(key, None)  # a newer segment for the same epoch replaces it
+                        settled[key] = value_text
+            for (name, epoch_or_none), value_text in settled.items():
+                self._emit(samples, name, value_text, epoch_or_none, counts)
+            text = segments[-1]
+        else:
+            text = segments[-1]
+            epoch = ex.search_epoch(text, counts)
+            if epoch is not None:
+                self.last_epoch = epoch
+        for definition in ex._last:
+            for name, value_text, own_epoch in ex.matches(definition, text, counts):
+                epoch = own_epoch if own_epoch is not None else self.last_epoch
+                self._emit(samples, name, value_text, epoch, counts)
+        return samples
+
+    def _emit(
+        self,
+        samples: list[Sample],
+        name: str,
+        value_text: str,
+        epoch: int | None,
+        counts: ParseCounts,
+    ) -> None:
+        value = parse_number(value_text)
+        if value is None:
+            counts.error("bad_number")
+            return
+        if epoch is None:
+            epoch = self.value_counts.get(name, 0) + 1
+        if epoch < 1:
+            counts.error("epoch_below_1")
+            return
+        self.value_counts[name] = max(self.value_counts.get(name, 0), epoch)
+        samples.append(Sample(name, epoch, value))

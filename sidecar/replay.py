@@ -1,0 +1,107 @@
+"""Offline simulation: logs are jobs launched one after another; what would the rule have done?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.config import Config
+from sidecar.engine import TuningJobEngine
+from sidecar.errors import UsageError
+from sidecar.logfile import FileStats, samples_by_line
+from sidecar.model import JobStatus, ParseCounts
+from sidecar.parse import Extractor
+from sidecar.report import job_doc, objective_doc
+from sidecar.store import Batch, JobUpdate, Store, ValueRow
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """The §4 document plus what the table shows besides it."""
+
+    document: dict[str, Any]
+    epochs_in_log: dict[str, int] = field(default_factory=dict)
+    counts: ParseCounts = field(default_factory=ParseCounts)
+
+    def epochs_saved(self) -> dict[str, int]:
+        """For each job, the logged epochs past the one it was stopped at."""
+        return {
+            job["job"]: max(0, self.epochs_in_log.get(job["job"], 0) - job["epochs"])
+            for job in self.document["jobs"]
+            if job["status"] == JobStatus.STOPPED.value
+        }
+
+
+def job_name_for(path: Path) -> str:
+    """A log's job name: its file name without the extension(s) of a log (`job-001.log`)."""
+    return path.stem
+
+
+def replay(config: Config, logs: Sequence[Path], store: Store) -> ReplayResult:
+    """Run the rule over `logs` in order, each job finishing before the next starts.
+
+    A stopped job's log is not applied past the line that stopped it (the job would have ended
+    there); it is still read to the end to count the epochs that stopping saved.
+    """
+    names = [job_name_for(p) for p in logs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(
+            f"several logs have the same job name (file stem): {', '.join(duplicates)}"
+        )
+    tuning_job = config.tuning_job
+    store.ensure_tuning_job(tuning_job, config.objective)
+    engine = TuningJobEngine(tuning_job, config.objective, config.early_stopping)
+    metric = config.objective.metric
+    for stored in store.load_jobs(tuning_job, metrics={metric}):
+        if stored.name in names:
+            raise UsageError(
+                f"job {stored.name!r} is already in store {store.url!r} for tuning job {tuning_job!r}"
+            )
+        engine.restore(
+            stored.name, stored.order, stored.status, stored.values.get(metric, []), stored.decision
+        )
+    extractor = Extractor(
+        config.all_definitions(), config.epoch_config(), timeout=config.regex_timeout_seconds
+    )
+    result = ReplayResult(document={})
+    jobs: list[dict[str, Any]] = []
+    for path, job in zip(logs, names, strict=True):
+        order = store.register_job(tuning_job, job)
+        engine.register(job, order)
+        parser = extractor.new_job()
+        stats = FileStats(counts=result.counts)
+        values: list[ValueRow] = []
+        decision = None
+        logged_epochs = 0
+        for samples in samples_by_line(
+            path, extractor, parser, max_line_bytes=config.max_line_bytes, stats=stats
+        ):
+            for s in samples:
+                if s.metric == metric:
+                    logged_epochs = max(logged_epochs, s.epoch)
+            if decision is not None:
+                continue
+            values.extend(ValueRow(tuning_job, job, s.metric, s.epoch, s.value) for s in samples)
+            decision = engine.observe(job, samples)
+        result.counts.error("line_too_long", stats.truncated)
+        status = engine.end(job, JobStatus.COMPLETED)
+        store.apply(Batch(values=values, updates=[JobUpdate(tuning_job, job, status, decision)]))
+        result.epochs_in_log[job] = logged_epochs
+        jobs.append(
+            job_doc(
+                job=job,
+                order=order,
+                status=status,
+                epochs=engine.epochs(job),
+                decision=decision,
+            )
+        )
+    result.document = {
+        "tuning_job": tuning_job,
+        "objective": objective_doc(config.objective),
+        "jobs": jobs,
+    }
+    return result

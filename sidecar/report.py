@@ -1,0 +1,80 @@
+"""The JSON documents and tables that `replay` and `status` print (§4). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sidecar.config import Objective
+from sidecar.model import Decision, JobStatus, finite_or_none
+
+
+def objective_doc(objective: Objective) -> dict[str, str]:
+    return {"metric": objective.metric, "type": objective.type.value}
+
+
+def job_doc(
+    *,
+    job: str,
+    order: int,
+    status: JobStatus,
+    epochs: int,
+    decision: Decision | None,
+) -> dict[str, Any]:
+    """One job as §4 shows it."""
+    return {
+        "job": job,
+        "order": order,
+        "status": status.value,
+        "epochs": epochs,
+        "stopped_at_epoch": decision.epoch if decision else None,
+        "decision": decision.evidence() if decision else None,
+    }
+
+
+def values_doc(values: dict[str, list[tuple[int, float]]]) -> dict[str, list[list[Any]]]:
+    """`{"metric": [[epoch, value], ...]}` with NaN and infinities as null."""
+    return {
+        metric: [[epoch, finite_or_none(value)] for epoch, value in sorted(series)]
+        for metric, series in sorted(values.items())
+    }
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain aligned text table."""
+    body = [list(map(str, r)) for r in rows]
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]], *, saved: dict[str, int] | None = None) -> str:
+    """A readable table of §4 job documents."""
+    headers = ["ORDER", "JOB", "STATUS", "EPOCHS", "STOPPED AT", "VALUE", "MEDIAN", "COMPARED"]
+    if saved is not None:
+        headers.append("EPOCHS SAVED")
+    rows = []
+    for job in jobs:
+        decision = job.get("decision") or {}
+        status = job["status"] + (" (dry run)" if decision.get("dry_run") else "")
+        row = [
+            str(job["order"]),
+            job["job"],
+            status,
+            str(job["epochs"]),
+            str(job["stopped_at_epoch"] or "-"),
+            _fmt(decision.get("value")) if decision else "-",
+            _fmt(decision.get("median")) if decision else "-",
+            str(decision.get("compared_jobs", "-")) if decision else "-",
+        ]
+        if saved is not None:
+            row.append(str(saved.get(job["job"], 0)))
+        rows.append(row)
+    return table(headers, rows)

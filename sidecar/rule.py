@@ -1,0 +1,127 @@
+"""The median stopping rule (SageMaker's early stopping "Auto"): the one place its semantics live.
+
+Pure: no IO, no clock, no globals. DESIGN.md §2 is the specification; each step is marked below.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sidecar.config import EarlyStopping, ObjectiveType
+
+
+def worst(direction: ObjectiveType) -> float:
+    """The worst possible value for a direction."""
+    return math.inf if direction is ObjectiveType.MINIMIZE else -math.inf
+
+
+def as_rule_value(value: float, direction: ObjectiveType) -> float:
+    """NaN and infinities count as the worst value for the direction (§2)."""
+    return value if math.isfinite(value) else worst(direction)
+
+
+def is_worse(value: float, than: float, direction: ObjectiveType) -> bool:
+    """Strictly worse: equal is not worse (§2 step 4)."""
+    return value > than if direction is ObjectiveType.MINIMIZE else value < than
+
+
+def median(values: Sequence[float]) -> float:
+    """Median; the mean of the two middle values for an even count (§2 step 3)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    if n % 2:
+        return ordered[mid]
+    # halves first: exact, and no overflow to inf for two huge finite values
+    return ordered[mid - 1] / 2 + ordered[mid] / 2
+
+
+class JobHistory:
+    """One job's objective values as the rule sees them: by epoch, cut at its stop decision."""
+
+    __slots__ = ("_averages", "direction", "order", "stop_epoch", "values")
+
+    def __init__(self, order: int, direction: ObjectiveType) -> None:
+        self.order = order
+        self.direction = direction
+        self.values: dict[int, float] = {}
+        self.stop_epoch: int | None = None
+        self._averages: dict[int, float] = {}
+
+    def set_value(self, epoch: int, value: float) -> None:
+        """Record (or replace) the value at an epoch."""
+        self.values[epoch] = value
+        if self._averages:
+            self._averages = {e: a for e, a in self._averages.items() if e < epoch}
+
+    def usable_at(self, epoch: int) -> bool:
+        """Has a value at `epoch` that the rule may use: values after a stop decision never are."""
+        return epoch in self.values and (self.stop_epoch is None or epoch <= self.stop_epoch)
+
+    def running_average(self, epoch: int) -> float:
+        """r(e): the mean of the job's values at epochs <= e (§2 step 2); exactly rounded."""
+        cached = self._averages.get(epoch)
+        if cached is not None:
+            return cached
+        direction = self.direction
+        upto = [as_rule_value(v, direction) for e, v in self.values.items() if e <= epoch]
+        average = math.fsum(upto) / len(upto) if upto else math.nan
+        if math.isnan(average):  # +inf and -inf mixed cannot happen, but an empty job can
+            average = worst(direction)
+        self._averages[epoch] = average
+        return average
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a rule decided, with the evidence behind it."""
+
+    stop: bool
+    median: float | None
+    compared_jobs: int
+
+
+class Rule(Protocol):
+    """A stopping rule: a pure function of the current value and the earlier jobs' histories."""
+
+    name: str
+
+    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
+        """Whether the job that reported `value` at `epoch` should stop."""
+        ...
+
+
+class SageMakerMedianRule:
+    """`rule: sagemaker`: stop when the value is worse than the median of earlier jobs'
+    running averages at the same epoch (§2)."""
+
+    name = "sagemaker"
+
+    def __init__(self, *, direction: ObjectiveType, min_jobs: int, start_epoch: int) -> None:
+        self.direction = direction
+        self.min_jobs = min_jobs
+        self.start_epoch = start_epoch
+
+    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
+        # step 1: P = earlier jobs with a (usable) value at this epoch; step 2: their r_j(e)
+        averages = [job.running_average(epoch) for job in earlier if job.usable_at(epoch)]
+        if not averages:
+            return Verdict(stop=False, median=None, compared_jobs=0)
+        m = median(averages)  # step 3
+        stop = (  # step 4
+            epoch >= self.start_epoch
+            and len(averages) >= self.min_jobs
+            and is_worse(as_rule_value(value, self.direction), m, self.direction)
+        )
+        return Verdict(stop=stop, median=m, compared_jobs=len(averages))
+
+
+def make_rule(settings: EarlyStopping, direction: ObjectiveType) -> Rule:
+    """The rule named in the config."""
+    rules = {"sagemaker": SageMakerMedianRule}
+    return rules[settings.rule](
+        direction=direction, min_jobs=settings.min_jobs, start_epoch=settings.start_epoch
+    )

@@ -1,0 +1,50 @@
+"""`sidecar status`: the §4 status document read from a store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sidecar.report import job_doc, jobs_table, objective_doc, values_doc
+from sidecar.store import Store
+
+
+def status_document(store: Store, *, tuning_job: str | None, values: bool) -> dict[str, Any]:
+    """`{"tuning_jobs": [...]}`: one tuning job (when named) or every one in the store."""
+    tuning_jobs = []
+    for name, objective in store.tuning_jobs():
+        if tuning_job is not None and name != tuning_job:
+            continue
+        wanted = None if values else {objective.metric}
+        jobs = []
+        for stored in store.load_jobs(name, metrics=wanted):
+            series = stored.values.get(objective.metric, [])
+            doc = job_doc(
+                job=stored.name,
+                order=stored.order,
+                status=stored.status,
+                epochs=max((e for e, _ in series), default=0),
+                decision=stored.decision,
+            )
+            if values:
+                doc["values"] = values_doc(stored.values)
+            jobs.append(doc)
+        tuning_jobs.append({"name": name, "objective": objective_doc(objective), "jobs": jobs})
+    return {"tuning_jobs": tuning_jobs}
+
+
+def status_text(document: dict[str, Any]) -> str:
+    """The status document as readable tables."""
+    if not document["tuning_jobs"]:
+        return "no tuning jobs in the store yet"
+    parts = []
+    for tj in document["tuning_jobs"]:
+        objective = tj["objective"]
+        counts: dict[str, int] = {}
+        for job in tj["jobs"]:
+            counts[job["status"]] = counts.get(job["status"], 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
+        parts.append(
+            f"tuning job {tj['name']}: objective {objective['metric']} ({objective['type']}); "
+            f"{summary}\n" + jobs_table(tj["jobs"])
+        )
+    return "\n\n".join(parts)
