@@ -143,7 +143,14 @@ class EarlyStopping(_Model):
     min_jobs: int = Field(default=3, ge=1)
     start_epoch: int = Field(default=1, ge=1)
 
-    _type = field_validator("type", mode="before")(_enum_any_case(EarlyStoppingType))
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, value: Any) -> Any:
+        if value is False:  # YAML 1.1 reads a bare `Off` as false
+            return EarlyStoppingType.OFF
+        if value is True:
+            raise ValueError("must be one of Auto, Off (any letter case)")
+        return _enum_any_case(EarlyStoppingType)(value)
 
 
 class Source(_Model):

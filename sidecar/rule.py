@@ -39,6 +39,15 @@ def median(values: Sequence[float]) -> float:
     return ordered[mid - 1] / 2 + ordered[mid] / 2
 
 
+def running_average_of(values: Iterable[float], direction: ObjectiveType) -> float:
+    """The mean of values with non-finite ones as the worst; exactly rounded (`math.fsum`), so
+    every correct recomputation agrees to the last bit. An empty sequence counts as the worst."""
+    normalized = [as_rule_value(v, direction) for v in values]
+    if not normalized:
+        return worst(direction)
+    return math.fsum(normalized) / len(normalized)
+
+
 class JobHistory:
     """One job's objective values as the rule sees them: by epoch, cut at its stop decision."""
 
@@ -66,11 +75,9 @@ class JobHistory:
         cached = self._averages.get(epoch)
         if cached is not None:
             return cached
-        direction = self.direction
-        upto = [as_rule_value(v, direction) for e, v in self.values.items() if e <= epoch]
-        average = math.fsum(upto) / len(upto) if upto else math.nan
-        if math.isnan(average):  # +inf and -inf mixed cannot happen, but an empty job can
-            average = worst(direction)
+        average = running_average_of(
+            (v for e, v in self.values.items() if e <= epoch), self.direction
+        )
         self._averages[epoch] = average
         return average
 

@@ -1,0 +1,198 @@
+"""The commands as a user runs them: real subprocesses, real files, exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_LOGS
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+QUICKSTART = SAMPLE_LOGS / "quickstart"
+QUICKSTART_LOGS = sorted(QUICKSTART.glob("*.log"))
+GOLDEN = ROOT / "tests" / "golden"
+
+
+class TestReplayCommand:
+    def test_json_matches_golden_document(self, run_cli: Run) -> None:
+        """`replay --json` on the quickstart logs prints exactly the stored expected document."""
+        result = run_cli("replay", "-c", QUICKSTART / "config.yaml", "--json", *QUICKSTART_LOGS)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == json.loads(
+            (GOLDEN / "quickstart.replay.json").read_text()
+        )
+
+    def test_table_names_stopped_jobs_and_savings(self, run_cli: Run) -> None:
+        """The readable table shows each job, its status and a summary line."""
+        result = run_cli("replay", "-c", QUICKSTART / "config.yaml", *QUICKSTART_LOGS)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith("tuning job quickstart: objective val_loss (Minimize)")
+        stopped = [line.split()[1] for line in lines if " Stopped " in line]
+        assert stopped == ["job-05-lr-0.300", "job-07-lr-0.0005"]
+        assert "2 of 8 jobs stopped" in lines[-1]
+
+    def test_env_override_changes_the_outcome(self, run_cli: Run) -> None:
+        """SIDECAR_EARLY_STOPPING__TYPE=Off: same logs, nothing stopped."""
+        result = run_cli(
+            "replay",
+            "-c",
+            QUICKSTART / "config.yaml",
+            "--json",
+            *QUICKSTART_LOGS,
+            env={"SIDECAR_EARLY_STOPPING__TYPE": "Off"},
+        )
+        assert result.returncode == 0, result.stderr
+        assert {j["status"] for j in json.loads(result.stdout)["jobs"]} == {"Completed"}
+
+    def test_missing_log_is_an_error_without_traceback(self, run_cli: Run, tmp_path: Path) -> None:
+        """A log that cannot be read: exit 1, one line naming it."""
+        result = run_cli("replay", "-c", QUICKSTART / "config.yaml", tmp_path / "nope.log")
+        assert result.returncode == 1
+        assert "nope.log" in result.stderr and "Traceback" not in result.stderr
+
+
+class TestConfigErrors:
+    def test_wrong_config_exits_2_naming_the_field(
+        self, run_cli: Run, write_config: Callable[[str], Path]
+    ) -> None:
+        """A wrong value: exit 2, the field, the value and the allowed words; no traceback."""
+        config = write_config("objective: {metric: loss, type: Minimise}\n")
+        result = run_cli("replay", "-c", config, QUICKSTART_LOGS[0])
+        assert result.returncode == 2
+        assert "objective.type" in result.stderr and "Minimise" in result.stderr
+        assert "Minimize, Maximize" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_missing_config_file_exits_2(self, run_cli: Run, tmp_path: Path) -> None:
+        """A config path that does not exist is a config error."""
+        result = run_cli("check", "-c", tmp_path / "absent.yaml")
+        assert result.returncode == 2
+        assert "absent.yaml" in result.stderr
+
+    def test_usage_error_exits_2(self, run_cli: Run) -> None:
+        """argparse's own errors exit 2 too."""
+        assert run_cli("replay").returncode == 2
+
+
+class TestCheckCommand:
+    def test_clean_config_exits_0_and_shows_first_values(self, run_cli: Run) -> None:
+        """Every definition matched: the report lists counts and first (epoch, value) pairs."""
+        result = run_cli("check", "-c", QUICKSTART / "config.yaml", QUICKSTART_LOGS[0])
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "valid" in result.stdout
+        assert "12 line(s) matched; first: (1, 1.5811) (2, 1.1233)" in result.stdout
+        assert "no problems found" in result.stdout
+
+    def test_warnings_exit_1(
+        self, run_cli: Run, write_config: Callable[[str], Path], tmp_path: Path
+    ) -> None:
+        """Matching nothing, a missing objective, an ambiguous group and a regex timeout are all reported."""
+        log = tmp_path / "j.log"
+        log.write_text("loss=0.5 acc=0.7\n" + "a" * 5000 + "b\n")
+        config = write_config(
+            "objective: {metric: val_loss}\n"
+            "regex_timeout_seconds: 0.05\n"
+            "metric_definitions:\n"
+            "  - {Name: loss, Regex: '(loss)=([0-9.]+)'}\n"
+            "  - {Name: nothing, Regex: 'never-here=([0-9.]+)'}\n"
+            "  - {Name: slow, Regex: '(a+)+$'}\n"
+        )
+        result = run_cli("check", "-c", config, log)
+        assert result.returncode == 1
+        out = result.stdout
+        assert "'nothing': matched nothing" in out
+        assert "objective metric 'val_loss' was not extracted" in out
+        assert "several capture groups" in out
+        assert "'slow': the regex timed out on 1 line(s)" in out
+
+    def test_preset_without_config(self, run_cli: Run, tmp_path: Path) -> None:
+        """`check --preset` shows what a built-in preset extracts from a log."""
+        log = tmp_path / "xgb.log"
+        log.write_text(
+            "[0]\ttrain-auc:0.91\tvalidation-auc:0.88\n[1]#011train-auc:0.93#011validation-auc:0.89\n"
+        )
+        result = run_cli("check", "--preset", "xgboost", log)
+        assert result.returncode == 0, result.stdout
+        assert "validation:auc (2)" in result.stdout and "train:auc (2)" in result.stdout
+        assert "validation:auc@1=0.88" in result.stdout
+
+    def test_unknown_preset_exits_2(self, run_cli: Run) -> None:
+        """An unknown preset names the available ones."""
+        result = run_cli("check", "--preset", "nope")
+        assert result.returncode == 2
+        assert "xgboost" in result.stderr
+
+
+class TestStatusCommand:
+    def test_status_reads_what_replay_stored(self, run_cli: Run, tmp_path: Path) -> None:
+        """After `replay --store`, `status --json --values` shows the jobs, stops and values."""
+        url = f"sqlite://{tmp_path / 'h.db'}"
+        assert (
+            run_cli(
+                "replay", "-c", QUICKSTART / "config.yaml", "--store", url, *QUICKSTART_LOGS
+            ).returncode
+            == 0
+        )
+        result = run_cli("status", "--store", url, "--json", "--values")
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        (tj,) = doc["tuning_jobs"]
+        assert tj["name"] == "quickstart"
+        assert tj["objective"] == {"metric": "val_loss", "type": "Minimize"}
+        golden = json.loads((GOLDEN / "quickstart.replay.json").read_text())["jobs"]
+        assert [(j["job"], j["status"], j["stopped_at_epoch"]) for j in tj["jobs"]] == [
+            (j["job"], j["status"], j["stopped_at_epoch"]) for j in golden
+        ]
+        first = tj["jobs"][0]
+        assert first["values"]["val_loss"][0] == [1, 1.5811]
+        assert set(first["values"]) == {"val_loss", "val_acc", "train_loss"}
+        text = run_cli("status", "--store", url)
+        assert "tuning job quickstart" in text.stdout and "2 Stopped" in text.stdout
+
+    def test_status_with_config_uses_its_store(self, run_cli: Run, tmp_path: Path) -> None:
+        """`status -c CFG` reads the config's store (relative to the working directory)."""
+        shutil.copy(QUICKSTART / "config.yaml", tmp_path / "config.yaml")
+        assert (
+            run_cli(
+                "replay",
+                "-c",
+                "config.yaml",
+                "--store",
+                "sqlite://quickstart.db",
+                *QUICKSTART_LOGS,
+                cwd=tmp_path,
+            ).returncode
+            == 0
+        )
+        result = run_cli("status", "-c", "config.yaml", "--json", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "values" not in json.loads(result.stdout)["tuning_jobs"][0]["jobs"][0]
+
+    def test_status_of_missing_store_fails_clearly(self, run_cli: Run, tmp_path: Path) -> None:
+        """No store file: exit 1, and no empty store is created."""
+        result = run_cli("status", "--store", f"sqlite://{tmp_path / 'none.db'}")
+        assert result.returncode == 1
+        assert "no such file" in result.stderr
+        assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize("entry", [["sidecar"], ["python", "-m", "sidecar"]])
+def test_both_entry_points_run(entry: list[str]) -> None:
+    """The console script and `python -m sidecar` are the same program."""
+    import sys
+
+    exe = (
+        shutil.which("sidecar", path=str(Path(sys.executable).parent))
+        if entry == ["sidecar"]
+        else sys.executable
+    )
+    assert exe is not None
+    cmd = [exe, "--version"] if entry == ["sidecar"] else [exe, "-m", "sidecar", "--version"]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "sidecar" in result.stdout

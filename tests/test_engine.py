@@ -1,0 +1,103 @@
+"""The engine: launch order, one decision per job, Off, dry run, lifecycle, restore."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecar.config import EarlyStopping, EarlyStoppingType, Objective, ObjectiveType
+from sidecar.engine import TuningJobEngine
+from sidecar.model import Decision, JobStatus, Sample
+
+OBJ = Objective(metric="loss", type=ObjectiveType.MINIMIZE)
+
+
+def engine(**kwargs: object) -> TuningJobEngine:
+    es = EarlyStopping(min_jobs=1, **kwargs)  # type: ignore[arg-type]
+    return TuningJobEngine("t", OBJ, es)
+
+
+def feed(e: TuningJobEngine, job: str, values: list[float], metric: str = "loss") -> list[Decision]:
+    decisions = []
+    for epoch, value in enumerate(values, 1):
+        d = e.observe(job, [Sample(metric, epoch, value)])
+        if d is not None:
+            decisions.append(d)
+    return decisions
+
+
+class TestTuningJobEngine:
+    def test_stops_a_worse_job_once_with_evidence(self) -> None:
+        """A job worse than the median is stopped once; later values change nothing."""
+        e = engine()
+        e.register("a", 1)
+        e.register("b", 2)
+        assert feed(e, "a", [1.0, 0.9, 0.8]) == []
+        decisions = feed(e, "b", [2.0, 3.0, 4.0])
+        assert decisions == [Decision("t", "b", 1, 2.0, 1.0, 1, "sagemaker")]
+        assert e.jobs["b"].status is JobStatus.STOPPED
+        assert e.jobs["b"].history.values == {1: 2.0, 2: 3.0, 3: 4.0}  # recorded
+        assert e.epochs("b") == 3
+
+    def test_jobs_launched_later_are_not_compared(self) -> None:
+        """Only jobs with a lower launch order count, whatever order their values arrive in."""
+        e = engine()
+        e.register("late", 5)
+        e.register("early", 1)
+        feed(e, "late", [0.1])
+        assert feed(e, "early", [9.0]) == []  # 'late' launched after 'early'
+        assert e.jobs["early"].status is JobStatus.RUNNING
+
+    def test_other_metrics_never_decide(self) -> None:
+        """Only the objective metric goes to the rule; others are kept as latest values."""
+        e = engine()
+        e.register("a", 1)
+        e.register("b", 2)
+        feed(e, "a", [1.0])
+        assert feed(e, "b", [5.0], metric="acc") == []
+        assert e.jobs["b"].latest == {"acc": 5.0}
+
+    def test_off_records_but_never_stops(self) -> None:
+        """early_stopping.type Off: values are taken, nothing is stopped."""
+        e = engine(type=EarlyStoppingType.OFF)
+        e.register("a", 1)
+        e.register("b", 2)
+        feed(e, "a", [1.0])
+        assert feed(e, "b", [5.0]) == []
+        assert e.jobs["b"].history.values == {1: 5.0}
+
+    def test_dry_run_decisions_are_marked(self) -> None:
+        """In dry run the decision is made, marked dry_run, and the job counts as stopped."""
+        e = TuningJobEngine("t", OBJ, EarlyStopping(min_jobs=1), dry_run=True)
+        e.register("a", 1)
+        e.register("b", 2)
+        feed(e, "a", [1.0])
+        (decision,) = feed(e, "b", [5.0])
+        assert decision.dry_run
+        assert decision.evidence()["dry_run"] is True
+        assert e.jobs["b"].status is JobStatus.STOPPED
+
+    @pytest.mark.parametrize(
+        ("first", "final"),
+        [(JobStatus.COMPLETED, JobStatus.COMPLETED), (JobStatus.FAILED, JobStatus.FAILED)],
+    )
+    def test_end_sets_final_status_but_stopped_stays_stopped(
+        self, first: JobStatus, final: JobStatus
+    ) -> None:
+        """A running job ends as told; a stopped one stays Stopped."""
+        e = engine()
+        e.register("a", 1)
+        e.register("b", 2)
+        feed(e, "a", [1.0])
+        feed(e, "b", [2.0])
+        assert e.end("a", first) is final
+        assert e.end("b", first) is JobStatus.STOPPED
+
+    def test_restore_rebuilds_history_and_stop_epoch(self) -> None:
+        """A restored stopped job contributes only values up to its stop epoch."""
+        e = engine()
+        decision = Decision("t", "a", 1, 9.0, 1.0, 1, "sagemaker")
+        e.restore("a", 1, JobStatus.STOPPED, [(1, 9.0), (2, 0.1)], decision)
+        e.register("b", 2)
+        # at epoch 2 'a' has no usable value: nothing to compare with, no stop
+        assert e.observe("b", [Sample("loss", 2, 100.0)]) is None
+        assert e.jobs["a"].decision == decision
