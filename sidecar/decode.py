@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-# CSI sequences (colours, cursor moves, erase), OSC strings (titles, hyperlinks) and two-byte escapes:
-# what Keras, tqdm and transformers write into logs that are not a terminal.
-_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+# CSI sequences (colours, cursor moves, erase), OSC strings (titles, hyperlinks), charset
+# designations (`ESC ( B`, which `tput sgr0` emits) and two-byte escapes (`ESC 7`, `ESC =`): what
+# Keras, tqdm and
+# and transformers write into logs that are not a terminal.
+_ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -/]+[0-~]|[0-~])")
 
 
 class LineSplitter:

@@ -1,4 +1,4 @@
-"""Whole log files to parse units: the offline reader behind `replay` and `check`."""
+"""Whole log files to lines: the offline reader behind `replay` and `check`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.decode import LineSplitter, decode_line
+from sidecar.decode import decode_line
 from sidecar.errors import InputError
+from sidecar.formats import Format, detect_format, make_decoder
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor, JobParser
 
@@ -20,35 +21,53 @@ class FileStats:
 
     lines: int = 0
     truncated: int = 0
+    bad_records: int = 0
+    format: str = ""
     counts: ParseCounts = field(default_factory=ParseCounts)
 
 
-def read_lines(path: Path, *, max_line_bytes: int, stats: FileStats) -> Iterator[bytes]:
-    """Every line of a file as raw bytes, the last one even without its newline."""
-    splitter = LineSplitter(max_line_bytes)
+def read_lines(
+    path: Path, *, max_line_bytes: int, stats: FileStats, fmt: Format = "auto"
+) -> Iterator[bytes]:
+    """Every logical line of a file as raw bytes (both streams), the last one even without `\\n`."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     with handle:
-        while chunk := handle.read(CHUNK):
-            lines = splitter.feed(chunk)
+        first = handle.read(CHUNK)
+        if fmt == "auto":
+            fmt = detect_format(first)
+        stats.format = fmt
+        decoder = make_decoder(fmt, max_line_bytes)
+        chunk = first
+        while chunk:
+            lines = decoder.feed(chunk)
             stats.lines += len(lines)
-            yield from lines
-        tail = splitter.finish()
-        stats.lines += len(tail)
-        yield from tail
-    stats.truncated = splitter.truncated
+            for line in lines:
+                yield line.raw
+            chunk = handle.read(CHUNK)
+        for line in decoder.finish():
+            stats.lines += 1
+            yield line.raw
+    stats.truncated = decoder.truncated
+    stats.bad_records = decoder.errors
 
 
 def samples_by_line(
-    path: Path, extractor: Extractor, parser: JobParser, *, max_line_bytes: int, stats: FileStats
+    path: Path,
+    extractor: Extractor,
+    parser: JobParser,
+    *,
+    max_line_bytes: int,
+    stats: FileStats,
+    fmt: Format = "auto",
 ) -> Iterator[list[Sample]]:
     """The samples of each line that yields any, in file order."""
     gate = extractor.might_match
     counts = stats.counts
     feed = parser.feed
-    for raw in read_lines(path, max_line_bytes=max_line_bytes, stats=stats):
+    for raw in read_lines(path, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
         if not gate(raw):
             continue
         samples = feed(decode_line(raw), counts)

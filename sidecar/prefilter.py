@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import warnings
 from typing import Any
+
+# Syntax the stdlib parser would read differently from `regex`: a brace that is not a plain
+# `{m,n}` repeat (fuzzy matching `{e<=1}`, `\\p{L}`), version-1 set operations, branch resets.
+_REGEX_ONLY = re.compile(r"\{(?!\d*,?\d*\})|\(\?V1|\(\?\||\[\[:|\\[pPNX]")
 
 _c: Any = None
 _parser: Any = None
@@ -21,11 +26,15 @@ def required_literal(pattern: str) -> str | None:
     None means "no cheap test is known": always run the regex. Patterns the stdlib parser does not
     understand (`regex`-only syntax) and case-insensitive ones get None, which is always safe.
     """
-    if _parser is None:
+    if _parser is None or _REGEX_ONLY.search(pattern):
         return None
     try:
-        parsed = _parser.parse(pattern, 0)
-    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "error"
+            )  # e.g. "Possible nested set": a `regex`-only `[[:digit:]]`
+            parsed = _parser.parse(pattern, 0)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError, Warning):
         return None
     if parsed.state.flags & (_c.SRE_FLAG_IGNORECASE | _c.SRE_FLAG_VERBOSE):
         return None

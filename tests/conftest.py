@@ -42,7 +42,9 @@ def write_config(tmp_path: Path) -> Callable[[str], Path]:
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run `python -m sidecar ARGS` as a real subprocess."""
 
-    def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         full_env.update(env or {})
         return subprocess.run(

@@ -1,0 +1,209 @@
+"""Stoppers: one protocol, a backend per runtime, and the dispatcher that retries them off-thread.
+
+Stopper.stop(request) -> StopResult    raises StopError (retried with backoff) or
+                                       PermanentStopError (not retried: wrong RBAC, bad config)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from sidecar.config import render_template
+from sidecar.model import Decision
+
+log = structlog.get_logger("sidecar.stop")
+
+
+class StopResult(StrEnum):
+    """How a stop ended."""
+
+    STOPPED = "stopped"  # the target was signalled and is gone
+    ALREADY_GONE = "already_gone"  # nothing to stop: success
+    DRY_RUN = "dry_run"  # nothing was signalled on purpose
+
+
+class StopError(Exception):
+    """A stop attempt failed; it is retried with backoff."""
+
+
+class PermanentStopError(StopError):
+    """A stop cannot succeed by retrying (missing permission, invalid target)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """A decision plus what templates need to find its target."""
+
+    decision: Decision
+    context: dict[str, str]
+    decided_at: float = field(default_factory=time.monotonic)
+
+
+class Stopper(Protocol):
+    """A way to stop a training job."""
+
+    backend: str
+
+    def stop(self, request: StopRequest) -> StopResult:
+        """Stop the request's target; return when it is gone (or raise StopError)."""
+        ...
+
+
+class NoneStopper:
+    """`backend: none` and `--dry-run`: every decision is made, nothing is signalled."""
+
+    backend = "none"
+
+    def stop(self, request: StopRequest) -> StopResult:
+        del request
+        return StopResult.DRY_RUN
+
+
+def template_context(
+    *, job: str, tuning_job: str, log_path: str = "", extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The values `{job}`, `{tuning_job}`, `{log_dir}`, `{log_path}` for stop templates."""
+    context = {
+        "job": job,
+        "tuning_job": tuning_job,
+        "log_path": log_path,
+        "log_dir": str(Path(log_path).parent) if log_path else "",
+    }
+    context.update(extra or {})
+    return context
+
+
+def write_marker(template: str, request: StopRequest) -> Path:
+    """Write the decision evidence as JSON to the marker file, atomically."""
+    path = Path(render_template(template, request.context))
+    decision = request.decision
+    doc = {"tuning_job": decision.tuning_job, "job": decision.job, "rule": decision.rule}
+    doc.update(decision.evidence())
+    doc["early_stopped"] = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+OnResult = Callable[[StopRequest, StopResult | None, float], None]
+OnFailure = Callable[[StopRequest, Exception], None]
+
+
+class StopDispatcher:
+    """Runs stops on worker threads so a slow stop never blocks parsing; retries with backoff.
+
+    `submit` never blocks: a full queue is a counted failure. `on_result(request, result, seconds)`
+    is called once per request (result None when every attempt failed); `on_failure` once per
+    failed attempt.
+    """
+
+    def __init__(
+        self,
+        stopper: Stopper,
+        *,
+        on_result: OnResult,
+        on_failure: OnFailure,
+        marker: str | None = None,
+        workers: int = 4,
+        max_queue: int = 1024,
+        attempts: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.stopper = stopper
+        self.on_result = on_result
+        self.on_failure = on_failure
+        self.marker = marker
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._queue: queue.Queue[StopRequest | None] = queue.Queue(max_queue)
+        self._closing = threading.Event()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._threads = [
+            threading.Thread(target=self._work, name=f"stopper-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, request: StopRequest) -> bool:
+        """Queue a stop; False (and a counted failure) when the queue is full or closed."""
+        if self._closing.is_set():
+            self.on_failure(request, StopError("sidecar is shutting down"))
+            return False
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            with self._lock:
+                self._in_flight -= 1
+            self.on_failure(request, StopError("stop queue is full"))
+            return False
+        return True
+
+    def _work(self) -> None:
+        while True:
+            request = self._queue.get()
+            if request is None:
+                return
+            try:
+                self._run(request)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+    def _run(self, request: StopRequest) -> None:
+        if self.marker:
+            try:
+                write_marker(self.marker, request)
+            except OSError as exc:
+                log.warning("stop_marker_failed", job=request.decision.job, error=str(exc))
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                result = self.stopper.stop(request)
+            except PermanentStopError as exc:
+                self.on_failure(request, exc)
+                break
+            except Exception as exc:  # every failure is counted and retried; the daemon stays up
+                self.on_failure(request, exc)
+                if attempt == self.attempts or self._closing.wait(delay):
+                    break
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.on_result(request, result, time.monotonic() - request.decided_at)
+            return
+        self.on_result(request, None, time.monotonic() - request.decided_at)
+
+    def close(self, timeout: float) -> bool:
+        """Finish in-flight stops for up to `timeout` seconds; True when all finished."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            done = self._in_flight == 0
+        self._closing.set()
+        for _ in self._threads:
+            self._queue.put(None)
+        return done
