@@ -27,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    run = commands.add_parser("run", help="the daemon: tail sources, decide, stop, serve /metrics")
+    run.add_argument("-c", "--config", required=True, help="config file (YAML or JSON)")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="make, log, store and export decisions; signal nothing",
+    )
+
     replay = commands.add_parser(
         "replay",
         help="offline: what the rule would have done to logs run one after another",
@@ -68,6 +76,15 @@ def read_config(path: str, env: dict[str, str] | None = None) -> Config:
 
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sidecar.app import Daemon
+    from sidecar.logs import configure
+
+    config = read_config(args.config)
+    configure(config.log_level)
+    return Daemon(config, dry_run=args.dry_run).serve()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -168,7 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"replay": cmd_replay, "check": cmd_check, "status": cmd_status}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -240,6 +240,8 @@ class Config(_Model):
     max_line_bytes: int = Field(default=1 << 20, ge=64)
     regex_timeout_seconds: float = Field(default=0.1, gt=0)
     node: str | None = None
+    idle_timeout_seconds: float = Field(default=3600.0, ge=0)
+    early_stopped_exit_code: int = Field(default=0, ge=0, le=255)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("preset")

@@ -31,9 +31,13 @@ class LogicalLine:
 class Decoder(Protocol):
     """Bytes of one file in, logical lines out; resumable from (offset, state)."""
 
-    offset: int
     errors: int  # physical lines that are not valid records of the format (counted, skipped)
-    truncated: int
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def truncated(self) -> int: ...
 
     def feed(self, data: bytes) -> list[LogicalLine]: ...
 

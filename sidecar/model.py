@@ -52,6 +52,43 @@ class Decision:
         return doc
 
 
+@dataclass(frozen=True, slots=True)
+class FilePosition:
+    """Where a chunk of a file ends: what to commit with its values, and what a restart restores."""
+
+    node: str
+    file_key: str
+    fingerprint: str
+    path: str
+    offset: int
+    state: dict[str, Any]  # the decoder's state after this chunk (pending partial lines)
+    resume: dict[str, Any]  # on a file's first chunk after a restart: the state stored for it
+    truncated: int = 0  # the decoder's running counts, for telemetry
+    bad_records: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Complete lines of one job's log, as a source read them at `read_at` (monotonic seconds)."""
+
+    tuning_job: str
+    job: str
+    lines: list[bytes]
+    read_at: float
+    position: FilePosition | None = None  # None for sources without offsets (a child's pipes)
+    log_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnded:
+    """A job's source ended: its file was deleted, it went idle, or its process exited."""
+
+    tuning_job: str
+    job: str
+    status: JobStatus
+    reason: str
+
+
 @dataclass(slots=True)
 class ParseCounts:
     """What a parse step counted besides samples: problems by reason, timeouts by metric."""

@@ -113,7 +113,7 @@ class Telemetry:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Requests are not logged: scrapes every few seconds would drown the decision events."""
 
 

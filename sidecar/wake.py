@@ -81,7 +81,7 @@ class Watcher:
             return
         waker = self.waker
 
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
+        class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
                 kind = event.event_type
                 if kind in ("opened", "closed_no_write"):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -89,7 +89,11 @@ def write_marker(template: str, request: StopRequest) -> Path:
     """Write the decision evidence as JSON to the marker file, atomically."""
     path = Path(render_template(template, request.context))
     decision = request.decision
-    doc = {"tuning_job": decision.tuning_job, "job": decision.job, "rule": decision.rule}
+    doc: dict[str, Any] = {
+        "tuning_job": decision.tuning_job,
+        "job": decision.job,
+        "rule": decision.rule,
+    }
     doc.update(decision.evidence())
     doc["early_stopped"] = True
     path.parent.mkdir(parents=True, exist_ok=True)

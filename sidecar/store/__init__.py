@@ -42,6 +42,7 @@ class FileOffset:
     fingerprint: str  # hash of the file's first bytes, to tell a reused inode from the same file
     path: str
     offset: int
+    state: str = "{}"  # JSON: the decoder's pending partial lines and the parser's last epoch
 
 
 @dataclass(slots=True)
@@ -90,6 +91,10 @@ class Store(Protocol):
 
     def load_jobs(self, tuning_job: str, *, metrics: set[str] | None = None) -> list[StoredJob]:
         """A tuning job's jobs in launch order, with values of `metrics` (None: all)."""
+        ...
+
+    def load_job(self, tuning_job: str, job: str) -> StoredJob | None:
+        """One job with every metric's values, or None when it is not registered."""
         ...
 
     def offsets(self, node: str) -> dict[str, FileOffset]:

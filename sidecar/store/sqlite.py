@@ -54,12 +54,14 @@ MIGRATIONS: list[str] = [
         value REAL,
         PRIMARY KEY (tuning_job, job, metric, epoch)
     );
+    CREATE INDEX metric_values_by_metric ON metric_values (tuning_job, metric, job, epoch);
     CREATE TABLE source_offsets (
         node TEXT NOT NULL,
         file_key TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
         path TEXT NOT NULL,
         byte_offset INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT '{}',
         updated_at REAL NOT NULL,
         PRIMARY KEY (node, file_key)
     );
@@ -204,11 +206,12 @@ class SqliteStore:
             if batch.offsets:
                 db.executemany(
                     "INSERT INTO source_offsets (node, file_key, fingerprint, path, byte_offset,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node, file_key) DO UPDATE"
-                    " SET fingerprint = excluded.fingerprint, path = excluded.path,"
-                    " byte_offset = excluded.byte_offset, updated_at = excluded.updated_at",
+                    " state, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node, file_key)"
+                    " DO UPDATE SET fingerprint = excluded.fingerprint, path = excluded.path,"
+                    " byte_offset = excluded.byte_offset, state = excluded.state,"
+                    " updated_at = excluded.updated_at",
                     [
-                        (o.node, o.file_key, o.fingerprint, o.path, o.offset, now)
+                        (o.node, o.file_key, o.fingerprint, o.path, o.offset, o.state, now)
                         for o in batch.offsets
                     ],
                 )
@@ -220,17 +223,34 @@ class SqliteStore:
             ).fetchall()
         return [(n, Objective(metric=m, type=ObjectiveType(t))) for n, m, t in rows]
 
+    def load_job(self, tuning_job: str, job: str) -> StoredJob | None:
+        found = self._load(tuning_job, None, job)
+        return found[0] if found else None
+
     def load_jobs(self, tuning_job: str, *, metrics: set[str] | None = None) -> list[StoredJob]:
+        return self._load(tuning_job, metrics, None)
+
+    def _load(self, tuning_job: str, metrics: set[str] | None, only: str | None) -> list[StoredJob]:
+        job_filter = " AND name = ?" if only is not None else ""
+        value_filter = " AND job = ?" if only is not None else ""
+        args: tuple[str, ...] = (tuning_job, only) if only is not None else (tuning_job,)
+        if metrics is not None and len(metrics) == 1:
+            value_filter += " AND metric = ?"
+            value_args = (*args, next(iter(metrics)))
+        else:
+            value_args = args
         with self._lock:
             job_rows = self._db.execute(
                 "SELECT name, launch_order, status, decision FROM jobs WHERE tuning_job = ?"
-                " ORDER BY launch_order",
-                (tuning_job,),
+                + job_filter
+                + " ORDER BY launch_order",
+                args,
             ).fetchall()
             value_rows = self._db.execute(
                 "SELECT job, metric, epoch, value FROM metric_values WHERE tuning_job = ?"
-                " ORDER BY job, metric, epoch",
-                (tuning_job,),
+                + value_filter
+                + " ORDER BY job, metric, epoch",
+                value_args,
             ).fetchall()
         jobs = {
             name: StoredJob(
@@ -251,10 +271,14 @@ class SqliteStore:
     def offsets(self, node: str) -> dict[str, FileOffset]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT file_key, fingerprint, path, byte_offset FROM source_offsets WHERE node = ?",
+                "SELECT file_key, fingerprint, path, byte_offset, state FROM source_offsets"
+                " WHERE node = ?",
                 (node,),
             ).fetchall()
-        return {key: FileOffset(node, key, fp, path, int(off)) for key, fp, path, off in rows}
+        return {
+            key: FileOffset(node, key, fp, path, int(off), state)
+            for key, fp, path, off, state in rows
+        }
 
     def ping(self) -> bool:
         try:

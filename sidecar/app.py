@@ -1,0 +1,245 @@
+"""The daemon: startup (consumers before producers) → main loop → staged shutdown (HTTP last)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from sidecar.config import Config
+from sidecar.errors import SidecarError
+from sidecar.model import Chunk, JobEnded
+from sidecar.pipeline import Pipeline
+from sidecar.stoppers import StopDispatcher, Stopper
+from sidecar.stoppers.factory import make_stopper
+from sidecar.store import Store, open_store
+from sidecar.tail import FileTailer
+from sidecar.telemetry import HttpServer, Telemetry
+
+log = structlog.get_logger("sidecar")
+
+QUEUE_ITEMS = 256
+COMMIT_BACKOFF = (0.1, 5.0)
+
+Item = Chunk | JobEnded
+
+
+class Consumer:
+    """Owns the queue between sources and the pipeline; its thread is the only decision maker.
+
+    A chunk is handled once; if committing its batch fails (store down) the batch is retried with
+    backoff, never dropped, while the queue fills and blocks the sources (back-pressure).
+    """
+
+    def __init__(self, pipeline: Pipeline, *, max_items: int = QUEUE_ITEMS) -> None:
+        self.pipeline = pipeline
+        self.queue: queue.Queue[Item | None] = queue.Queue(max_items)
+        self.failing: str | None = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def put(self, item: Item, *, abandon: Callable[[], bool] = lambda: False) -> bool:
+        """Hand an item on, waiting while the queue is full; False if `abandon()` says give up."""
+        while True:
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if abandon() or self._closed.is_set():
+                    return False
+
+    def close(self, timeout: float | None) -> bool:
+        """No more items: the consumer drains what is queued and ends. True when it has."""
+        while True:
+            try:
+                self.queue.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                if not self._thread.is_alive():
+                    break
+        self._thread.join(timeout)
+        self._closed.set()
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            delay = COMMIT_BACKOFF[0]
+            while True:
+                try:
+                    self.pipeline.handle(item)
+                    self.failing = None
+                    break
+                except SidecarError as exc:
+                    self.failing = str(exc)
+                except Exception as exc:  # a store or bug failure must not stop the daemon
+                    self.failing = f"{type(exc).__name__}: {exc}"
+                log.error("consumer_retry", error=self.failing, retry_in=delay)
+                if self._closed.wait(delay):
+                    return
+                delay = min(delay * 2, COMMIT_BACKOFF[1])
+
+
+class Daemon:
+    """`sidecar run`: tail `sources`, decide, stop, serve HTTP."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dry_run: bool = False,
+        registry: CollectorRegistry | None = None,
+        stopper: Stopper | None = None,
+        store: Store | None = None,
+        watch: bool = True,
+        shutdown_timeout: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.registry = registry
+        self.watch = watch
+        self.shutdown_timeout = shutdown_timeout
+        self.node = config.node or socket.gethostname()
+        self.should_exit = threading.Event()
+        self.force_exit = False
+        self.started = threading.Event()
+        self._stopper = stopper
+        self._store = store
+        self.http: HttpServer | None = None
+        self.tailer: FileTailer | None = None
+
+    # lifecycle -----------------------------------------------------------------------------
+    def serve(self, *, install_signals: bool = True) -> int:
+        if install_signals:
+            self._install_signal_handlers()
+        try:
+            self.startup()
+            self.main_loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            del frame
+            if self.should_exit.is_set() and signum == signal.SIGINT:
+                self.force_exit = True
+                log.warning("forced_exit")
+                # every write is a committed transaction: exiting now loses nothing already read
+                os._exit(130)
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            self.should_exit.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def startup(self) -> None:
+        config = self.config
+        self.store = self._store or open_store(config.store)
+        self.telemetry = Telemetry(self.registry)
+        stopper = self._stopper or make_stopper(config, dry_run=self.dry_run)
+        backend = "none" if self.dry_run else stopper.backend
+        self.pipeline = Pipeline(
+            config,
+            self.store,
+            self.telemetry,
+            submit_stop=lambda request: None,
+            backend=backend,
+            dry_run=self.dry_run or stopper.backend == "none",
+        )
+        # consumers before producers: the dispatcher and consumer exist before any line is read
+        self.dispatcher = StopDispatcher(
+            stopper,
+            on_result=self.pipeline.stop_finished,
+            on_failure=self.pipeline.stop_failed,
+            marker=config.stop.marker,
+        )
+        self.pipeline.submit_stop = self.dispatcher.submit
+        for name, _objective in self.store.tuning_jobs():
+            self.pipeline.engine(name)
+        self.pipeline.engine(config.tuning_job)
+        self.consumer = Consumer(self.pipeline)
+        self.consumer.start()
+        self.telemetry.watch(self.pipeline.snapshot)
+        self.http = HttpServer(
+            config.http.host, config.http.port, self.telemetry.registry, self.ready
+        )
+        self.http.start()
+        self.tailer = FileTailer(
+            config.sources,
+            node=self.node,
+            tuning_job=config.tuning_job,
+            max_line_bytes=config.max_line_bytes,
+            offsets=self.store.offsets(self.node),
+            emit=self._emit,
+            idle_timeout=config.idle_timeout_seconds,
+            watch=self.watch,
+        )
+        self.tailer.start()
+        self.started.set()
+        log.info(
+            "started",
+            tuning_job=config.tuning_job,
+            sources=[s.path for s in config.sources],
+            store=self.store.url,
+            backend=backend,
+            dry_run=self.dry_run,
+            http=f"{config.http.host}:{self.http.port}",
+            node=self.node,
+            polling=bool(self.tailer.watcher and self.tailer.watcher.polling),
+        )
+
+    def _emit(self, item: Item) -> None:
+        self.consumer.put(item, abandon=lambda: self.should_exit.is_set())
+
+    def main_loop(self) -> None:
+        while not self.should_exit.wait(1.0):
+            pass
+
+    def shutdown(self) -> None:
+        """Stop reading, drain, finish in-flight stops, close the store, stop HTTP last."""
+        log.info("shutting_down")
+        self.should_exit.set()
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self.tailer is not None:
+            self.tailer.stop()
+        if hasattr(self, "consumer"):
+            if not self.consumer.close(max(0.0, deadline - time.monotonic())):
+                log.warning("drain_timeout", queued=self.consumer.queue.qsize())
+        if hasattr(self, "dispatcher"):
+            if not self.dispatcher.close(max(0.0, deadline - time.monotonic())):
+                log.warning("stops_unfinished_at_shutdown")
+        if hasattr(self, "store"):
+            self.store.close()
+        if self.http is not None:
+            self.http.stop()
+        log.info("stopped")
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when the store answers, the consumer commits and the tailer runs."""
+        if not self.started.is_set():
+            return False, "starting"
+        if self.consumer.failing:
+            return False, f"store failing: {self.consumer.failing}"
+        if not self.store.ping():
+            return False, "store unreachable"
+        if self.tailer is None or not self.tailer.running:
+            return False, "tailer not running"
+        return True, "ready"

@@ -1,0 +1,289 @@
+"""The one consumer: chunks of lines → samples → the rule → stop requests, store writes, telemetry.
+
+Every decision is made here, on one thread, so there are no races between jobs. Stops go to the
+dispatcher's threads and never block parsing. Each chunk is committed as one transaction: its
+values, status changes and the file offset just past its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from sidecar.config import Config
+from sidecar.decode import decode_line
+from sidecar.engine import TuningJobEngine
+from sidecar.model import Chunk, Decision, FilePosition, JobEnded, JobStatus, ParseCounts
+from sidecar.parse import Extractor, JobParser
+from sidecar.stoppers import StopRequest, StopResult, template_context
+from sidecar.store import Batch, FileOffset, JobUpdate, Store, ValueRow
+from sidecar.telemetry import JobSnapshot, Telemetry
+
+log = structlog.get_logger("sidecar")
+
+SubmitStop = Callable[[StopRequest], object]
+
+
+@dataclass(slots=True)
+class JobRuntime:
+    """What the consumer keeps per live job besides the engine's state."""
+
+    parser: JobParser
+    log_path: str = ""
+
+
+class Pipeline:
+    """Samples to decisions for every tuning job this sidecar sees."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        telemetry: Telemetry,
+        *,
+        submit_stop: SubmitStop,
+        backend: str,
+        dry_run: bool = False,
+        shared_store: bool = False,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.telemetry = telemetry
+        self.submit_stop = submit_stop
+        self.backend = backend
+        self.dry_run = dry_run
+        self.shared_store = (
+            shared_store  # other processes write this tuning job: refresh before deciding
+        )
+        self.extractor = Extractor(
+            config.all_definitions(), config.epoch_config(), timeout=config.regex_timeout_seconds
+        )
+        self.engines: dict[str, TuningJobEngine] = {}
+        self.runtimes: dict[tuple[str, str], JobRuntime] = {}
+        self.local_jobs: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()  # held while handling an item; scrapes take it for a snapshot
+
+    # state ---------------------------------------------------------------------------------
+    def engine(self, tuning_job: str) -> TuningJobEngine:
+        engine = self.engines.get(tuning_job)
+        if engine is None:
+            self.store.ensure_tuning_job(tuning_job, self.config.objective)
+            engine = TuningJobEngine(
+                tuning_job, self.config.objective, self.config.early_stopping, dry_run=self.dry_run
+            )
+            self.engines[tuning_job] = engine
+            self._restore(engine)
+        return engine
+
+    def _restore(self, engine: TuningJobEngine) -> None:
+        """Load the tuning job's history from the store (a restart, or other processes' jobs)."""
+        metric = self.config.objective.metric
+        for stored in self.store.load_jobs(engine.name, metrics={metric}):
+            if (engine.name, stored.name) in self.local_jobs:
+                continue
+            engine.restore(
+                stored.name,
+                stored.order,
+                stored.status,
+                stored.values.get(metric, []),
+                stored.decision,
+            )
+
+    def register(
+        self,
+        tuning_job: str,
+        job: str,
+        *,
+        log_path: str = "",
+        resume: dict[str, object] | None = None,
+    ) -> JobRuntime:
+        """The job's runtime; registers it (its launch order) at its first line."""
+        key = (tuning_job, job)
+        runtime = self.runtimes.get(key)
+        if runtime is not None:
+            return runtime
+        engine = self.engine(tuning_job)
+        order = self.store.register_job(tuning_job, job)
+        state = engine.register(job, order)
+        counts: dict[str, int] = {}
+        stored = self.store.load_job(tuning_job, job)
+        if stored is not None:  # a restart: ordinal epochs carry on from what is stored
+            counts = {m: max(e for e, _ in series) for m, series in stored.values.items() if series}
+            state.status = stored.status
+        last_epoch = (resume or {}).get("last_epoch")
+        runtime = JobRuntime(
+            self.extractor.new_job(
+                counts=counts, last_epoch=last_epoch if isinstance(last_epoch, int) else None
+            ),
+            log_path=log_path,
+        )
+        self.runtimes[key] = runtime
+        self.local_jobs.add(key)
+        return runtime
+
+    # items ---------------------------------------------------------------------------------
+    def handle(self, item: Chunk | JobEnded) -> None:
+        with self.lock:
+            if isinstance(item, JobEnded):
+                self._end(item)
+            else:
+                self._chunk(item)
+
+    def _chunk(self, chunk: Chunk) -> None:
+        position = chunk.position
+        if not chunk.lines and (chunk.tuning_job, chunk.job) not in self.runtimes:
+            # no line yet to register the job at: just move the offset
+            if position is not None:
+                self.store.apply(Batch(offsets=[self._offset(position, None)]))
+            return
+        runtime = self.register(
+            chunk.tuning_job,
+            chunk.job,
+            log_path=chunk.log_path,
+            resume=position.resume if position else None,
+        )
+        if chunk.log_path:
+            runtime.log_path = chunk.log_path
+        engine = self.engines[chunk.tuning_job]
+        state = engine.jobs[chunk.job]
+        batch = Batch()
+        if (
+            chunk.lines
+            and state.status in (JobStatus.COMPLETED, JobStatus.FAILED)
+            and state.decision is None
+        ):
+            state.status = JobStatus.RUNNING  # an idle job that speaks again is running again
+            batch.updates.append(JobUpdate(chunk.tuning_job, chunk.job, JobStatus.RUNNING))
+        counts = ParseCounts()
+        metric = self.config.objective.metric
+        gate = self.extractor.might_match
+        parser = runtime.parser
+        for raw in chunk.lines:
+            if not gate(raw):
+                continue
+            samples = parser.feed(decode_line(raw), counts)
+            if not samples:
+                continue
+            batch.values.extend(
+                ValueRow(chunk.tuning_job, chunk.job, s.metric, s.epoch, s.value) for s in samples
+            )
+            for s in samples:
+                self.telemetry.metric_values.labels(s.metric).inc()
+            if not any(s.metric == metric for s in samples):
+                engine.observe(chunk.job, samples)
+                continue
+            if self.shared_store and state.decision is None:
+                self._restore(engine)
+            decision = engine.observe(chunk.job, samples)
+            self.telemetry.decision_latency.observe(time.monotonic() - chunk.read_at)
+            if decision is not None:
+                self._stop(decision, runtime)
+                batch.updates.append(
+                    JobUpdate(chunk.tuning_job, chunk.job, JobStatus.STOPPED, decision)
+                )
+        if position is not None:
+            batch.offsets.append(self._offset(position, parser))
+        self.store.apply(batch)
+        self._count(chunk, counts)
+
+    @staticmethod
+    def _offset(position: FilePosition, parser: JobParser | None) -> FileOffset:
+        state = dict(position.state)
+        if parser is not None and parser.last_epoch is not None:
+            state["last_epoch"] = parser.last_epoch
+        return FileOffset(
+            position.node,
+            position.file_key,
+            position.fingerprint,
+            position.path,
+            position.offset,
+            json.dumps(state, sort_keys=True),
+        )
+
+    def _count(self, chunk: Chunk, counts: ParseCounts) -> None:
+        t = self.telemetry
+        if chunk.lines:
+            t.log_lines.inc(len(chunk.lines))
+        for reason, n in counts.errors.items():
+            t.parse_errors.labels(reason).inc(n)
+        for metric, n in counts.timeouts.items():
+            t.regex_timeouts.labels(metric).inc(n)
+
+    def _stop(self, decision: Decision, runtime: JobRuntime) -> None:
+        self.telemetry.jobs_stopped.labels(decision.tuning_job).inc()
+        context = template_context(
+            job=decision.job, tuning_job=decision.tuning_job, log_path=runtime.log_path
+        )
+        self.submit_stop(StopRequest(decision, context))
+
+    def _end(self, ended: JobEnded) -> None:
+        engine = self.engines.get(ended.tuning_job)
+        if engine is None or ended.job not in engine.jobs:
+            return
+        before = engine.jobs[ended.job].status
+        status = engine.end(ended.job, ended.status)
+        if status is not before:
+            self.store.apply(
+                Batch(
+                    updates=[
+                        JobUpdate(
+                            ended.tuning_job, ended.job, status, engine.jobs[ended.job].decision
+                        )
+                    ]
+                )
+            )
+            log.info(
+                "job_ended",
+                tuning_job=ended.tuning_job,
+                job=ended.job,
+                status=status.value,
+                reason=ended.reason,
+            )
+
+    # telemetry -----------------------------------------------------------------------------
+    def snapshot(self) -> Iterator[JobSnapshot]:
+        """Jobs as the collector shows them (taken under the lock, at scrape time)."""
+        metric = self.config.objective.metric
+        with self.lock:
+            jobs = [
+                JobSnapshot(name, state.name, state.status, state.latest.get(metric))
+                for name, engine in self.engines.items()
+                for state in engine.jobs.values()
+            ]
+        return iter(jobs)
+
+    def stop_finished(
+        self, request: StopRequest, result: StopResult | None, seconds: float
+    ) -> None:
+        """Called by a stopper thread: one structured event per stop decision, with its outcome."""
+        d = request.decision
+        outcome = result.value if result is not None else "failed"
+        if result is StopResult.STOPPED:
+            self.telemetry.stop_duration.observe(seconds)
+        event = log.info if result is not None else log.error
+        event(
+            "stop_decision",
+            tuning_job=d.tuning_job,
+            job=d.job,
+            epoch=d.epoch,
+            value=d.value,
+            median=d.median,
+            compared_jobs=d.compared_jobs,
+            rule=d.rule,
+            backend=self.backend,
+            dry_run=d.dry_run,
+            outcome=outcome,
+            seconds=round(seconds, 4),
+        )
+
+    def stop_failed(self, request: StopRequest, error: Exception) -> None:
+        """Called per failed stop attempt: counted; the dispatcher retries."""
+        self.telemetry.stop_failures.labels(self.backend).inc()
+        log.warning(
+            "stop_attempt_failed", job=request.decision.job, backend=self.backend, error=str(error)
+        )

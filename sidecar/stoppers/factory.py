@@ -1,0 +1,32 @@
+"""The stopper a config asks for."""
+
+from __future__ import annotations
+
+from sidecar.config import Config
+from sidecar.errors import ConfigError
+from sidecar.stoppers import NoneStopper, Stopper
+from sidecar.stoppers.signal import SignalStopper, pid_file_resolver, process_match_resolver
+
+
+def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
+    """The configured backend; `none` when dry-running. Raises ConfigError for a missing target."""
+    stop = config.stop
+    if dry_run or stop.backend == "none":
+        return NoneStopper()
+    if stop.backend == "signal":
+        if stop.signal.pid_file:
+            return SignalStopper(
+                pid_file_resolver(stop.signal.pid_file), grace_seconds=stop.grace_seconds
+            )
+        if stop.signal.process_match:
+            return SignalStopper(
+                process_match_resolver(stop.signal.process_match), grace_seconds=stop.grace_seconds
+            )
+        raise ConfigError(
+            "stop.signal: the signal backend needs a target; set stop.signal.pid_file "
+            "(e.g. '/run/training/{job}.pid') or stop.signal.process_match (a regex on the "
+            "command line), or use stop.backend: none"
+        )
+    raise ConfigError(
+        f"stop.backend: {stop.backend!r} is not available in this version; allowed: signal, none"
+    )

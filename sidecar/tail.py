@@ -1,0 +1,355 @@
+"""Files to chunks of lines, exactly once: globs, rotation, truncation, deletion, resume by offset.
+
+The tailer is a producer: it reads each file to EOF whenever woken (a file event or the periodic
+reconcile), decodes its format into logical lines and hands them on with the offset and decoder
+state to commit alongside their values. It never commits anything itself: what the consumer has
+committed is where a restart resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import regex
+import structlog
+
+from sidecar.config import Source, render_template
+from sidecar.formats import Decoder, Format, detect_format, make_decoder
+from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
+from sidecar.store import FileOffset
+from sidecar.wake import Waker, Watcher, expand
+
+log = structlog.get_logger("sidecar.tail")
+
+READ_SIZE = 1 << 20
+FINGERPRINT_BYTES = 1024
+RECONCILE_SECONDS = 1.0
+POLL_SECONDS = 0.25
+ROTATE_WAIT_SECONDS = 5.0
+
+Emit = Callable[[Chunk | JobEnded], None]
+
+
+def fingerprint(fd: int, size: int) -> str:
+    """`<n>:<sha256 of the first n bytes>`, n = min(size, 1 KiB): tells a reused inode apart."""
+    n = min(size, FINGERPRINT_BYTES)
+    return f"{n}:{hashlib.sha256(os.pread(fd, n, 0)).hexdigest()[:32]}"
+
+
+def same_file(fd: int, size: int, stored: str) -> bool:
+    """Whether an open file still starts with the bytes a stored fingerprint was taken of."""
+    n_text, _, _ = stored.partition(":")
+    if not n_text.isdigit() or size < int(n_text):
+        return False
+    return fingerprint(fd, int(n_text)) == stored
+
+
+@dataclass(frozen=True, slots=True)
+class JobName:
+    """The tuning job and job a file belongs to."""
+
+    tuning_job: str
+    job: str
+
+
+def job_for_path(path: str, source: Source, default_tuning_job: str) -> JobName | None:
+    """A file's job from its path: `job_regex` groups, else the `job` template ({stem} {name} {parent})."""
+    if source.job_regex is not None:
+        match = regex.search(source.job_regex, path, timeout=1.0)
+        if match is None or not match.group("job"):
+            return None
+        groups = match.groupdict()
+        return JobName(groups.get("tuning_job") or default_tuning_job, match.group("job"))
+    p = Path(path)
+    values = {"stem": p.stem, "name": p.name, "parent": p.parent.name}
+    return JobName(default_tuning_job, render_template(source.job, values))
+
+
+@dataclass(slots=True)
+class TailedFile:
+    """One open file being followed."""
+
+    key: str
+    path: str
+    name: JobName
+    fd: int
+    fmt: Format
+    decoder: Decoder | None  # None until the format of an `auto` file can be detected
+    position: int  # bytes read so far (the decoder may hold an incomplete line of them)
+    fingerprint: str
+    resume: dict[str, Any] = field(default_factory=dict)
+    orphaned_at: float | None = None
+    last_growth: float = 0.0
+    sent_offset: int = -1
+
+
+class FileTailer:
+    """Follows the files of `sources`; one thread, woken by a Waker, reconciling every second."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        node: str,
+        tuning_job: str,
+        max_line_bytes: int,
+        offsets: Mapping[str, FileOffset],
+        emit: Emit,
+        idle_timeout: float = 0.0,
+        waker: Waker | None = None,
+        watch: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sources = list(sources)
+        self.node = node
+        self.tuning_job = tuning_job
+        self.max_line_bytes = max_line_bytes
+        self.offsets = dict(offsets)
+        self.emit = emit
+        self.idle_timeout = idle_timeout
+        self.waker = waker or Waker()
+        self.clock = clock
+        self.files: dict[str, TailedFile] = {}
+        self.watcher = Watcher(self.waker, [s.path for s in self.sources]) if watch else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended: dict[JobName, float] = {}  # job -> when its last file went away
+        self._idle_reported: set[JobName] = set()
+        self.running = False
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.watcher is not None:
+            self.watcher.start()
+        self.scan()  # files already there are read first, in a stable order
+        self._thread = threading.Thread(target=self._loop, name="tailer", daemon=True)
+        self.running = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading; what was read is already handed on."""
+        self._stop.set()
+        self.waker.wake()
+        if self._thread is not None:
+            self._thread.join()
+        if self.watcher is not None:
+            self.watcher.stop()
+        for tailed in self.files.values():
+            os.close(tailed.fd)
+        self.files.clear()
+        self.running = False
+
+    def _loop(self) -> None:
+        next_reconcile = self.clock() + RECONCILE_SECONDS
+        try:
+            while not self._stop.is_set():
+                polling = self.watcher is None or self.watcher.polling
+                timeout = POLL_SECONDS if polling else max(0.0, next_reconcile - self.clock())
+                paths, rescan = self.waker.wait(timeout)
+                if self._stop.is_set():
+                    break
+                now = self.clock()
+                if polling or now >= next_reconcile:
+                    next_reconcile = now + RECONCILE_SECONDS
+                    if self.watcher is not None:
+                        self.watcher.schedule_missing()
+                    self.scan()
+                    self._check_idle(now)
+                elif rescan:
+                    self.scan()
+                else:
+                    for tailed in list(self.files.values()):
+                        if tailed.path in paths:
+                            self.read(tailed)
+        except Exception:
+            log.exception("tailer_crashed")
+            self.running = False
+            raise
+
+    # scanning ------------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Match the globs; drain files that went away, then open new ones, then read all."""
+        found: dict[str, tuple[str, Source]] = {}
+        for source in self.sources:
+            for path in expand(source.path):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                found.setdefault(f"{st.st_dev}:{st.st_ino}", (path, source))
+        now = self.clock()
+        # a rotated or deleted file is drained to EOF before its successor is read
+        for key, tailed in list(self.files.items()):
+            if key in found:
+                tailed.orphaned_at = None
+                tailed.path = found[key][0]
+                continue
+            self.read(tailed)
+            if tailed.orphaned_at is None:
+                tailed.orphaned_at = now
+            deleted = os.fstat(tailed.fd).st_nlink == 0
+            if deleted or now - tailed.orphaned_at >= ROTATE_WAIT_SECONDS:
+                self._forget(tailed, now, deleted=deleted)
+        for key, (path, source) in found.items():
+            if key not in self.files:
+                self._open(key, path, source, now)
+        for tailed in list(self.files.values()):
+            self.read(tailed, verify=True)
+        for name, since in list(self._ended.items()):
+            if any(f.name == name for f in self.files.values()):
+                del self._ended[name]
+            elif now - since >= ROTATE_WAIT_SECONDS:
+                del self._ended[name]
+                self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "file deleted"))
+
+    def _open(self, key: str, path: str, source: Source, now: float) -> None:
+        name = job_for_path(path, source, self.tuning_job)
+        if name is None:
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("open_failed", path=path, error=exc.strerror)
+            return
+        size = os.fstat(fd).st_size
+        stored = self.offsets.pop(key, None)
+        position, resume = 0, {}
+        if stored is not None and stored.offset <= size and same_file(fd, size, stored.fingerprint):
+            position = stored.offset
+            resume = json.loads(stored.state or "{}")
+        tailed = TailedFile(
+            key=key,
+            path=path,
+            name=name,
+            fd=fd,
+            fmt=source.format,
+            decoder=None,
+            position=position,
+            fingerprint=fingerprint(fd, size),
+            resume=resume,
+            last_growth=now,
+        )
+        if resume.get("format"):
+            tailed.fmt = resume["format"]
+        self._make_decoder(tailed)
+        self.files[key] = tailed
+        self._ended.pop(name, None)
+        log.debug("file_opened", path=path, job=name.job, offset=position)
+
+    def _make_decoder(self, tailed: TailedFile) -> None:
+        fmt = tailed.fmt
+        if fmt == "auto":
+            head = os.pread(tailed.fd, 64 * 1024, 0)
+            if b"\n" not in head and len(head) < 64 * 1024:
+                return  # not one complete line yet: decide when there is
+            fmt = detect_format(head)
+            tailed.fmt = fmt
+        tailed.decoder = make_decoder(
+            fmt, self.max_line_bytes, offset=tailed.position, state=tailed.resume
+        )
+
+    def _forget(self, tailed: TailedFile, now: float, *, deleted: bool) -> None:
+        os.close(tailed.fd)
+        del self.files[tailed.key]
+        if deleted and not any(f.name == tailed.name for f in self.files.values()):
+            self._ended[tailed.name] = now
+
+    # reading -------------------------------------------------------------------------------
+    def read(self, tailed: TailedFile, *, verify: bool = False) -> None:
+        """Read one file to EOF and hand on its complete lines.
+
+        A size below what was read means copytruncate; with `verify` (the periodic reconcile) a
+        changed fingerprint, i.e. a file rewritten in place past the old size, means the same.
+        """
+        try:
+            st = os.fstat(tailed.fd)
+        except OSError:
+            return
+        if st.st_size < tailed.position or (
+            verify and tailed.position and not same_file(tailed.fd, st.st_size, tailed.fingerprint)
+        ):
+            self._restart(tailed, st.st_size)
+        if tailed.decoder is None:
+            self._make_decoder(tailed)
+            if tailed.decoder is None:
+                return
+        decoder = tailed.decoder
+        while not self._stop.is_set():
+            data = os.pread(tailed.fd, READ_SIZE, tailed.position)
+            if not data:
+                break
+            read_at = time.monotonic()
+            tailed.position += len(data)
+            tailed.last_growth = self.clock()
+            if not tailed.fingerprint.startswith(f"{FINGERPRINT_BYTES}:"):
+                tailed.fingerprint = fingerprint(tailed.fd, tailed.position)
+            lines = decoder.feed(data)
+            self._send(tailed, [line.raw for line in lines], read_at)
+            if len(data) < READ_SIZE:
+                break
+
+    def _send(self, tailed: TailedFile, lines: list[bytes], read_at: float) -> None:
+        decoder = tailed.decoder
+        assert decoder is not None
+        if not lines and decoder.offset == tailed.sent_offset:
+            return
+        state: dict[str, Any] = {"format": tailed.fmt, **decoder.state()}
+        position = FilePosition(
+            node=self.node,
+            file_key=tailed.key,
+            fingerprint=tailed.fingerprint,
+            path=tailed.path,
+            offset=decoder.offset,
+            state=state,
+            resume=tailed.resume,
+            truncated=decoder.truncated,
+            bad_records=decoder.errors,
+        )
+        tailed.resume = {}
+        tailed.sent_offset = decoder.offset
+        self._idle_reported.discard(tailed.name)
+        self.emit(
+            Chunk(
+                tuning_job=tailed.name.tuning_job,
+                job=tailed.name.job,
+                lines=lines,
+                read_at=read_at,
+                position=position,
+                log_path=tailed.path,
+            )
+        )
+
+    def _restart(self, tailed: TailedFile, size: int) -> None:
+        """copytruncate, or a file rewritten in place: read it again from the start."""
+        log.info(
+            "file_truncated", path=tailed.path, job=tailed.name.job, was=tailed.position, size=size
+        )
+        tailed.position = 0
+        tailed.resume = {}
+        tailed.fingerprint = fingerprint(tailed.fd, size)
+        tailed.decoder = None
+        self._make_decoder(tailed)
+        if tailed.decoder is not None:
+            self._send(tailed, [], time.monotonic())
+
+    def _check_idle(self, now: float) -> None:
+        if self.idle_timeout <= 0:
+            return
+        latest: dict[JobName, float] = {}
+        for tailed in self.files.values():
+            latest[tailed.name] = max(latest.get(tailed.name, 0.0), tailed.last_growth)
+        for name, last in latest.items():
+            if now - last >= self.idle_timeout and name not in self._idle_reported:
+                self._idle_reported.add(name)
+                self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "idle"))
