@@ -35,6 +35,27 @@ def _parser() -> argparse.ArgumentParser:
         help="make, log, store and export decisions; signal nothing",
     )
 
+    execute = commands.add_parser(
+        "exec",
+        help="run a training command as a child; pass its output through; stop it by the rule",
+        description="Runs CMD in its own process group, parses its stdout and stderr, and exits "
+        "with CMD's exit code, or early_stopped_exit_code (default 0) when it was early-stopped.",
+    )
+    execute.add_argument("-c", "--config", required=True, help="config file (YAML or JSON)")
+    execute.add_argument("--job", required=True, help="the training job's name")
+    execute.add_argument("--tuning-job", help="the tuning job (default: the config's tuning_job)")
+    execute.add_argument("--dry-run", action="store_true", help="decide and record; never signal")
+    execute.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD...")
+
+    demo = commands.add_parser(
+        "demo", help="a self-contained run: real trainer processes, the daemon stopping the losers"
+    )
+    demo.add_argument("--dir", type=Path, help="keep logs and history here (default: a temp dir)")
+    demo.add_argument("--port", type=int, default=9108, help="serve /metrics here (default 9108)")
+    demo.add_argument(
+        "--epoch-seconds", type=float, default=0.25, help="how long a simulated epoch takes"
+    )
+
     replay = commands.add_parser(
         "replay",
         help="offline: what the rule would have done to logs run one after another",
@@ -85,6 +106,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     configure(config.log_level)
     return Daemon(config, dry_run=args.dry_run).serve()
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from sidecar.execute import run_exec
+    from sidecar.logs import configure
+
+    config = read_config(args.config)
+    configure(config.log_level)
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return run_exec(
+        config, job=args.job, tuning_job=args.tuning_job, argv=cmd, dry_run=args.dry_run
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sidecar.demo import run_demo
+    from sidecar.logs import configure
+
+    configure("warning")  # the demo narrates on stdout; only problems go to stderr
+    return run_demo(folder=args.dir, port=args.port, epoch_seconds=args.epoch_seconds)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -185,7 +228,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "check": cmd_check, "status": cmd_status}
+COMMANDS = {
+    "run": cmd_run,
+    "exec": cmd_exec,
+    "demo": cmd_demo,
+    "replay": cmd_replay,
+    "check": cmd_check,
+    "status": cmd_status,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
