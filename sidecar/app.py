@@ -207,7 +207,7 @@ class Daemon:
         )
 
     def _emit(self, item: Item) -> None:
-        self.consumer.put(item, abandon=lambda: self.should_exit.is_set())
+        self.consumer.put(item, abandon=self.should_exit.is_set)
 
     def main_loop(self) -> None:
         while not self.should_exit.wait(1.0):
@@ -220,12 +220,12 @@ class Daemon:
         deadline = time.monotonic() + self.shutdown_timeout
         if self.tailer is not None:
             self.tailer.stop()
-        if hasattr(self, "consumer"):
-            if not self.consumer.close(max(0.0, deadline - time.monotonic())):
-                log.warning("drain_timeout", queued=self.consumer.queue.qsize())
-        if hasattr(self, "dispatcher"):
-            if not self.dispatcher.close(max(0.0, deadline - time.monotonic())):
-                log.warning("stops_unfinished_at_shutdown")
+        consumer = getattr(self, "consumer", None)
+        if consumer is not None and not consumer.close(max(0.0, deadline - time.monotonic())):
+            log.warning("drain_timeout", queued=consumer.queue.qsize())
+        dispatcher = getattr(self, "dispatcher", None)
+        if dispatcher is not None and not dispatcher.close(max(0.0, deadline - time.monotonic())):
+            log.warning("stops_unfinished_at_shutdown")
         if hasattr(self, "store"):
             self.store.close()
         if self.http is not None:

@@ -20,6 +20,7 @@ from sidecar.app import Daemon
 from sidecar.config import Config, validate_config
 from sidecar.model import JobStatus
 from sidecar.report import table
+from sidecar.telemetry import JobSnapshot
 
 # (job, learning rate): a sweep where a few are clearly worse and one diverges
 SWEEP = [
@@ -170,7 +171,7 @@ class Demo:
     def _registered(self, job: str) -> bool:
         return any(s.job == job for s in self._snapshot())
 
-    def _snapshot(self) -> Iterator[object]:
+    def _snapshot(self) -> Iterator[JobSnapshot]:
         pipeline = getattr(self.daemon, "pipeline", None)
         return pipeline.snapshot() if pipeline is not None else iter(())
 

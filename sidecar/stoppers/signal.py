@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -117,10 +118,8 @@ class SignalStopper:
                     f"or the same user): {exc}"
                 ) from None
         for pid in singles:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _wait_gone(self, groups: set[int], singles: set[int], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
