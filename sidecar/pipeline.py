@@ -66,6 +66,7 @@ class Pipeline:
         self.engines: dict[str, TuningJobEngine] = {}
         self.runtimes: dict[tuple[str, str], JobRuntime] = {}
         self.local_jobs: set[tuple[str, str]] = set()
+        self.cursors: dict[str, int] = {}  # per tuning job: the store's write cursor seen last
         self.lock = threading.Lock()  # held while handling an item; scrapes take it for a snapshot
 
     # state ---------------------------------------------------------------------------------
@@ -81,9 +82,12 @@ class Pipeline:
         return engine
 
     def _restore(self, engine: TuningJobEngine) -> None:
-        """Load the tuning job's history from the store (a restart, or other processes' jobs)."""
+        """Bring in what the store has that this process did not write: the whole history at
+        start (a restart), then only what other processes changed since (shared stores)."""
         metric = self.config.objective.metric
-        for stored in self.store.load_jobs(engine.name, metrics={metric}):
+        since = self.cursors.get(engine.name, 0)
+        self.cursors[engine.name], changed = self.store.changes(engine.name, metric, since)
+        for stored in changed:
             if (engine.name, stored.name) in self.local_jobs:
                 continue
             engine.restore(
@@ -177,7 +181,7 @@ class Pipeline:
             if not any(s.metric == metric for s in samples):
                 engine.observe(chunk.job, samples)
                 continue
-            if self.shared_store and state.decision is None:
+            if self.shared_store and state.decision is None and engine.enabled:
                 self._restore(engine)
             decision = engine.observe(chunk.job, samples)
             self.telemetry.decision_latency.observe(time.monotonic() - chunk.read_at)

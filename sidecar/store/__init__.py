@@ -97,6 +97,11 @@ class Store(Protocol):
         """One job with every metric's values, or None when it is not registered."""
         ...
 
+    def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
+        """Jobs changed after write cursor `since` (0: all), with only their changed `metric`
+        values, and the cursor to pass next time. Lets a process follow others' writes."""
+        ...
+
     def offsets(self, node: str) -> dict[str, FileOffset]:
         """This node's file offsets, by file key."""
         ...

@@ -42,6 +42,7 @@ MIGRATIONS: list[str] = [
         decision TEXT,
         started_at REAL NOT NULL,
         ended_at REAL,
+        seq INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tuning_job, name),
         UNIQUE (tuning_job, launch_order)
     );
@@ -52,9 +53,16 @@ MIGRATIONS: list[str] = [
         metric TEXT NOT NULL,
         epoch INTEGER NOT NULL,
         value REAL,
+        seq INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tuning_job, job, metric, epoch)
     );
     CREATE INDEX metric_values_by_metric ON metric_values (tuning_job, metric, job, epoch);
+    CREATE INDEX metric_values_by_seq ON metric_values (tuning_job, seq);
+    CREATE INDEX jobs_by_seq ON jobs (tuning_job, seq);
+    -- one number per write transaction, in commit order (SQLite serialises writers): readers in
+    -- other processes fetch what changed since the number they saw last
+    CREATE TABLE write_sequence (value INTEGER NOT NULL);
+    INSERT INTO write_sequence (value) VALUES (0);
     CREATE TABLE source_offsets (
         node TEXT NOT NULL,
         file_key TEXT NOT NULL,
@@ -146,6 +154,11 @@ class SqliteStore:
         with self._lock:
             return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
 
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection) -> int:
+        db.execute("UPDATE write_sequence SET value = value + 1")
+        return int(db.execute("SELECT value FROM write_sequence").fetchone()[0])
+
     def ensure_tuning_job(self, name: str, objective: Objective) -> None:
         with self._transaction() as db:
             db.execute(
@@ -166,9 +179,9 @@ class SqliteStore:
                 (tuning_job,),
             ).fetchone()
             db.execute(
-                "INSERT INTO jobs (tuning_job, name, launch_order, status, started_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (tuning_job, job, order, JobStatus.RUNNING.value, time.time()),
+                "INSERT INTO jobs (tuning_job, name, launch_order, status, started_at, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (tuning_job, job, order, JobStatus.RUNNING.value, time.time(), self._next_seq(db)),
             )
             return int(order)
 
@@ -177,13 +190,14 @@ class SqliteStore:
             return
         now = time.time()
         with self._transaction() as db:
+            seq = self._next_seq(db) if batch.values or batch.updates else 0
             if batch.values:
                 db.executemany(
-                    "INSERT INTO metric_values (tuning_job, job, metric, epoch, value)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tuning_job, job, metric, epoch)"
-                    " DO UPDATE SET value = excluded.value",
+                    "INSERT INTO metric_values (tuning_job, job, metric, epoch, value, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tuning_job, job, metric, epoch)"
+                    " DO UPDATE SET value = excluded.value, seq = excluded.seq",
                     [
-                        (v.tuning_job, v.job, v.metric, v.epoch, to_column(v.value))
+                        (v.tuning_job, v.job, v.metric, v.epoch, to_column(v.value), seq)
                         for v in batch.values
                     ],
                 )
@@ -191,7 +205,7 @@ class SqliteStore:
                 decision = update.decision
                 db.execute(
                     "UPDATE jobs SET status = ?, stopped_at_epoch = ?, decision = ?,"
-                    " ended_at = CASE WHEN ? = 'Running' THEN NULL ELSE ? END"
+                    " ended_at = CASE WHEN ? = 'Running' THEN NULL ELSE ? END, seq = ?"
                     " WHERE tuning_job = ? AND name = ?",
                     (
                         update.status.value,
@@ -199,6 +213,7 @@ class SqliteStore:
                         decision_to_json(decision),
                         update.status.value,
                         now,
+                        seq,
                         update.tuning_job,
                         update.job,
                     ),
@@ -267,6 +282,31 @@ class SqliteStore:
                 continue
             stored.values.setdefault(metric, []).append((int(epoch), from_column(value)))
         return list(jobs.values())
+
+    def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
+        """Jobs whose row or `metric` values changed after write number `since`, with only the
+        changed values; and the write number to ask from next time."""
+        with self._lock:
+            cursor = int(self._db.execute("SELECT value FROM write_sequence").fetchone()[0])
+            job_rows = self._db.execute(
+                "SELECT name, launch_order, status, decision FROM jobs WHERE tuning_job = ?"
+                " AND (seq > ? OR name IN (SELECT job FROM metric_values WHERE tuning_job = ?"
+                " AND metric = ? AND seq > ?)) ORDER BY launch_order",
+                (tuning_job, since, tuning_job, metric, since),
+            ).fetchall()
+            value_rows = self._db.execute(
+                "SELECT job, epoch, value FROM metric_values WHERE tuning_job = ? AND metric = ?"
+                " AND seq > ? ORDER BY job, epoch",
+                (tuning_job, metric, since),
+            ).fetchall()
+        jobs = {
+            name: StoredJob(name, int(order), JobStatus(status), decision_from_json(tuning_job, name, d))
+            for name, order, status, d in job_rows
+        }
+        for job, epoch, value in value_rows:
+            if job in jobs:
+                jobs[job].values.setdefault(metric, []).append((int(epoch), from_column(value)))
+        return cursor, list(jobs.values())
 
     def offsets(self, node: str) -> dict[str, FileOffset]:
         with self._lock:
