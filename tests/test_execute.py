@@ -68,8 +68,8 @@ class TestPassThrough:
         out = b"val_loss=1.0\r\n\x1b[1mbold\x1b[0m\rredraw\xff\xfe\nno newline at end"
         err = b"warning: \x00\x01 binary\nval_loss=0.5\n"
         script = (
-            "import sys; sys.stdout.buffer.write(%r); sys.stdout.flush(); "
-            "sys.stderr.buffer.write(%r); sys.stderr.flush()" % (out, err)
+            f"import sys; sys.stdout.buffer.write({out!r}); sys.stdout.flush(); "
+            f"sys.stderr.buffer.write({err!r}); sys.stderr.flush()"
         )
         result = run_exec(config(tmp_path), "a", script)
         assert result.returncode == 0, result.stderr

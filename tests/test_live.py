@@ -95,7 +95,8 @@ class TestLiveMatchesReplay:
                     trainer.wait(timeout=60)
                 # the next job starts only when the daemon has applied every line of this one
                 wait_for(
-                    lambda: stored_epochs(db, job) == logged_epochs(log), what=f"{job} applied"
+                    lambda j=job, f=log: stored_epochs(db, j) == logged_epochs(f),  # type: ignore[misc]
+                    what=f"{job} applied",
                 )
         finally:
             daemon.send_signal(signal.SIGTERM)
