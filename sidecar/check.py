@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sidecar.config import EpochConfig, MetricDefinition, Objective, template_fields
 from sidecar.decode import decode_line
+from sidecar.formats import Format
 from sidecar.logfile import FileStats, read_lines
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor
@@ -48,6 +49,7 @@ def check_logs(
     *,
     timeout: float,
     max_line_bytes: int,
+    fmt: Format = "auto",
 ) -> CheckReport:
     """Run each definition on its own over every log (one pass per log) and collect findings."""
     extractors = [Extractor([d], epoch, timeout=timeout) for d in definitions]
@@ -59,7 +61,7 @@ def check_logs(
     for log in logs:
         parsers = [e.new_job() for e in extractors]
         stats = FileStats()
-        for raw in read_lines(log, max_line_bytes=max_line_bytes, stats=stats):
+        for raw in read_lines(log, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
             segments: list[str] | None = None
             for extractor, parser, report in zip(extractors, parsers, reports, strict=True):
                 if not extractor.might_match(raw):

@@ -16,6 +16,7 @@ from typing import Any
 from sidecar import __version__
 from sidecar.config import Config, EpochConfig, MetricDefinition, load_config
 from sidecar.errors import ConfigError, SidecarError, UsageError
+from sidecar.formats import FORMATS
 from sidecar.store import Store, open_store
 
 
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         default="sqlite://:memory:",
         help="keep the simulated history here (default: in memory)",
     )
+    replay.add_argument(
+        "--format", choices=FORMATS, default="auto", help="log format (default: detect per file)"
+    )
     replay.add_argument("logs", nargs="+", metavar="LOG", type=Path)
 
     check = commands.add_parser(
@@ -76,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     source = check.add_mutually_exclusive_group(required=True)
     source.add_argument("-c", "--config", help="config file (YAML or JSON)")
     source.add_argument("--preset", help="check a built-in preset instead of a config")
+    check.add_argument(
+        "--format", choices=FORMATS, default="auto", help="log format (default: detect per file)"
+    )
     check.add_argument("logs", nargs="*", metavar="LOG", type=Path)
 
     status = commands.add_parser("status", help="jobs, their state and stop epochs, from the store")
@@ -137,7 +144,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     store = open_store(args.store)
     try:
-        result = replay(config, args.logs, store)
+        result = replay(config, args.logs, store, fmt=args.format)
     finally:
         store.close()
     if args.json:
@@ -199,7 +206,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         timeout, max_line = config.regex_timeout_seconds, config.max_line_bytes
     report = check_logs(
-        definitions, epoch, objective, args.logs, timeout=timeout, max_line_bytes=max_line
+        definitions,
+        epoch,
+        objective,
+        args.logs,
+        timeout=timeout,
+        max_line_bytes=max_line,
+        fmt=args.format,
     )
     print(render(report, header=header))
     return 1 if report.warnings else 0

@@ -10,6 +10,7 @@ from typing import Any
 from sidecar.config import Config
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import UsageError
+from sidecar.formats import Format
 from sidecar.logfile import FileStats, samples_by_line
 from sidecar.model import JobStatus, ParseCounts
 from sidecar.parse import Extractor
@@ -39,7 +40,9 @@ def job_name_for(path: Path) -> str:
     return path.stem
 
 
-def replay(config: Config, logs: Sequence[Path], store: Store) -> ReplayResult:
+def replay(
+    config: Config, logs: Sequence[Path], store: Store, *, fmt: Format = "auto"
+) -> ReplayResult:
     """Run the rule over `logs` in order, each job finishing before the next starts.
 
     A stopped job's log is not applied past the line that stopped it (the job would have ended
@@ -77,7 +80,7 @@ def replay(config: Config, logs: Sequence[Path], store: Store) -> ReplayResult:
         decision = None
         logged_epochs = 0
         for samples in samples_by_line(
-            path, extractor, parser, max_line_bytes=config.max_line_bytes, stats=stats
+            path, extractor, parser, max_line_bytes=config.max_line_bytes, stats=stats, fmt=fmt
         ):
             for s in samples:
                 if s.metric == metric:

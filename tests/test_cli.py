@@ -196,3 +196,52 @@ def test_both_entry_points_run(entry: list[str]) -> None:
     cmd = [exe, "--version"] if entry == ["sidecar"] else [exe, "-m", "sidecar", "--version"]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "sidecar" in result.stdout
+
+
+def to_docker_json(text: bytes) -> bytes:
+    """Docker json-file records, splitting every line into two records (as at 16 KiB)."""
+    out = []
+    for line in text.splitlines(keepends=True):
+        half = len(line) // 2
+        for part in (line[:half], line[half:]):
+            if part:
+                doc = {
+                    "log": part.decode(),
+                    "stream": "stdout",
+                    "time": "2024-05-01T10:00:00.000000001Z",
+                }
+                out.append(json.dumps(doc).encode() + b"\n")
+    return b"".join(out)
+
+
+def to_cri(text: bytes) -> bytes:
+    """CRI lines as podman's conmon writes them, each split into a P chunk and an F chunk."""
+    out = []
+    for line in text.splitlines():
+        half = len(line) // 2
+        ts = b"2024-05-01T10:00:00.123456789+00:00"
+        out.append(ts + b" stdout P " + line[:half] + b"\n")
+        out.append(ts + b" stderr F unrelated stderr line\n")
+        out.append(ts + b" stdout F " + line[half:] + b"\n")
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("convert", [to_docker_json, to_cri], ids=["docker-json", "cri"])
+def test_replay_detects_container_log_formats(
+    run_cli: Run, tmp_path: Path, convert: Callable[[bytes], bytes]
+) -> None:
+    """The quickstart logs as Docker json-file or CRI files replay to the same golden document."""
+    logs = []
+    for log in QUICKSTART_LOGS:
+        target = tmp_path / log.name
+        target.write_bytes(convert(log.read_bytes()))
+        logs.append(target)
+    result = run_cli("replay", "-c", QUICKSTART / "config.yaml", "--json", *logs)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads((GOLDEN / "quickstart.replay.json").read_text())
+    forced = run_cli(
+        "replay", "-c", QUICKSTART / "config.yaml", "--json", "--format", "plain", *logs
+    )
+    assert json.loads(forced.stdout) != json.loads(
+        result.stdout
+    )  # read as plain text, the JSON quoting differs

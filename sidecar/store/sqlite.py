@@ -300,7 +300,9 @@ class SqliteStore:
                 (tuning_job, metric, since),
             ).fetchall()
         jobs = {
-            name: StoredJob(name, int(order), JobStatus(status), decision_from_json(tuning_job, name, d))
+            name: StoredJob(
+                name, int(order), JobStatus(status), decision_from_json(tuning_job, name, d)
+            )
             for name, order, status, d in job_rows
         }
         for job, epoch, value in value_rows:
