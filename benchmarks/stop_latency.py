@@ -72,8 +72,11 @@ def main() -> None:
             "metric_definitions": [{"Name": "loss", "Regex": r"loss=(\S+)"}],
             "early_stopping": {"min_jobs": 1},
             "sources": [{"path": str(root / "logs" / "*.log"), "format": "plain"}],
-            "stop": {"backend": "signal", "grace_seconds": 5,
-                     "signal": {"pid_file": str(root / "pids" / "{job}.pid")}},
+            "stop": {
+                "backend": "signal",
+                "grace_seconds": 5,
+                "signal": {"pid_file": str(root / "pids" / "{job}.pid")},
+            },
             "store": f"sqlite://{root / 'h.db'}",
             "http": {"host": "127.0.0.1", "port": free_port()},
             "log_level": "warning",
@@ -90,8 +93,10 @@ def main() -> None:
             for k in range(args.trials):
                 job = f"job-{k:04d}"
                 got = root / "got" / job
-                victim = subprocess.Popen([sys.executable, "-c", VICTIM, str(got), str(root / "pids" / f"{job}.pid")],
-                                          start_new_session=True)
+                victim = subprocess.Popen(
+                    [sys.executable, "-c", VICTIM, str(got), str(root / "pids" / f"{job}.pid")],
+                    start_new_session=True,
+                )
                 wait_file(root / "pids" / f"{job}.pid")
                 log = root / "logs" / f"{job}.log"
                 fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -107,8 +112,10 @@ def main() -> None:
             latencies.sort()
             q = statistics.quantiles(latencies, n=100, method="inclusive")
             print(f"stop latency, line written -> SIGTERM received, {len(latencies)} trials:")
-            print(f"  p50 {q[49]:.2f} ms   p90 {q[89]:.2f} ms   p99 {q[98]:.2f} ms   max {latencies[-1]:.2f} ms")
-            print(f"  target (DESIGN §9): p50 <= 5 ms, p99 <= 25 ms")
+            print(
+                f"  p50 {q[49]:.2f} ms   p90 {q[89]:.2f} ms   p99 {q[98]:.2f} ms   max {latencies[-1]:.2f} ms"
+            )
+            print("  target (DESIGN §9): p50 <= 5 ms, p99 <= 25 ms")
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)

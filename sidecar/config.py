@@ -396,11 +396,10 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     return names
 
 
+_PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 def render_template(template: str, values: Mapping[str, str]) -> str:
-    """Fill `{job}`-style placeholders; unknown placeholders are left as they are."""
-
-    class _Keep(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-
-    return template.format_map(_Keep(values))
+    """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
+    name) is left exactly as it is."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)

@@ -25,14 +25,17 @@ def pid_file_resolver(template: str) -> Resolver:
     def resolve(request: StopRequest) -> list[int]:
         path = render_template(template, request.context)
         try:
-            text = open(path, encoding="ascii").read().strip()  # noqa: SIM115 - tiny read
+            with open(path, "rb") as handle:
+                raw = handle.read(64).strip()
         except FileNotFoundError:
             raise StopError(f"pid file {path!r} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise StopError(f"pid file {path!r} cannot be read: {exc}") from None
-        if not text.isdigit() or int(text) <= 1:
-            raise PermanentStopError(f"pid file {path!r} does not hold a pid: {text[:40]!r}")
-        return [int(text)]
+        if not raw:  # created but not written yet (`echo $$ > f`): worth a retry
+            raise StopError(f"pid file {path!r} is empty")
+        if not raw.isdigit() or int(raw) <= 1:
+            raise PermanentStopError(f"pid file {path!r} does not hold a pid: {raw[:40]!r}")
+        return [int(raw)]
 
     return resolve
 

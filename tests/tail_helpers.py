@@ -1,0 +1,275 @@
+"""Helpers for the tailing tests: polling with a deadline, the daemon as a real process, the store.
+
+Nothing here sleeps to synchronise with the daemon: `wait_for` polls a condition (what the store
+holds) until it is true or a deadline passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from sidecar.app import Daemon
+from sidecar.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+JOB_STATUSES = ("Running", "Completed", "Stopped", "Failed")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    *,
+    what: str = "condition",
+    interval: float = 0.02,
+    describe: Callable[[], object] | None = None,
+) -> T:
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes (fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            detail = f"; {describe()}" if describe is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def seq(last: int, first: int = 1) -> list[tuple[int, float]]:
+    """What the store holds when lines `seq=first..last` were each applied once, in order."""
+    return [(k, float(k)) for k in range(first, last + 1)]
+
+
+def lines(first: int, last: int) -> bytes:
+    """`seq=first\\n ... seq=last\\n`."""
+    return b"".join(f"seq={k}\n".encode() for k in range(first, last + 1))
+
+
+def append(path: Path, data: bytes) -> None:
+    """Append and close, as a process writing one line at a time to a log does."""
+    with path.open("ab") as f:
+        f.write(data)
+
+
+def config_text(tmp: Path, *, extra: str = "", source: str = "") -> str:
+    """The tests' config: one metric `seq` with ordinal epochs, nothing stopped."""
+    return (
+        "tuning_job: t\n"
+        "objective: {metric: seq}\n"
+        "metric_definitions:\n"
+        "  - {Name: seq, Regex: 'seq=(\\d+)'}\n"
+        "early_stopping: {type: Off}\n"
+        "stop: {backend: none}\n"
+        "http: {host: 127.0.0.1, port: 0}\n"
+        f"store: 'sqlite://{tmp}/h.db'\n"
+        f"sources: [{{path: '{tmp}/logs/*.log'{source}}}]\n"
+        "node: test-node\n"
+        "log_level: debug\n" + extra
+    )
+
+
+def load(text: str) -> Config:
+    return load_config(text, env={})
+
+
+class History:
+    """Reads the daemon's SQLite store directly (a fresh connection per query)."""
+
+    def __init__(self, db: Path, tuning_job: str = "t") -> None:
+        self.db = db
+        self.tuning_job = tuning_job
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.db.exists():
+            return []
+        try:
+            con = sqlite3.connect(self.db, timeout=10)
+            try:
+                return con.execute(sql, args).fetchall()
+            finally:
+                con.close()
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+
+    def values(self, job: str = "job", metric: str = "seq") -> list[tuple[int, float]]:
+        rows = self._query(
+            "SELECT epoch, value FROM metric_values WHERE tuning_job = ? AND job = ?"
+            " AND metric = ? ORDER BY epoch",
+            (self.tuning_job, job, metric),
+        )
+        return [(int(e), float(v)) for e, v in rows]
+
+    def status(self, job: str = "job") -> str | None:
+        rows = self._query(
+            "SELECT status FROM jobs WHERE tuning_job = ? AND name = ?", (self.tuning_job, job)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def offset(self, path: Path) -> tuple[int, dict[str, Any]] | None:
+        """The committed offset and state of the file now at `path` (by device and inode)."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        rows = self._query(
+            "SELECT byte_offset, state FROM source_offsets WHERE file_key = ?",
+            (f"{st.st_dev}:{st.st_ino}",),
+        )
+        return (int(rows[0][0]), json.loads(rows[0][1])) if rows else None
+
+    def caught_up(self, *paths: Path) -> bool:
+        """Every file's committed offset is its size (each ends with a complete line)."""
+        for path in paths:
+            found = self.offset(path)
+            if found is None or found[0] != path.stat().st_size:
+                return False
+        return True
+
+    def wait_values(
+        self, count: int, job: str = "job", timeout: float = 15.0
+    ) -> list[tuple[int, float]]:
+        """Wait until the job has at least `count` values; return them."""
+        return wait_for(
+            lambda: (v := self.values(job)) and len(v) >= count and v,
+            timeout,
+            what=f"{count} values of job {job!r}",
+            describe=lambda: f"have {self.values(job)[-5:]} (last 5)",
+        )
+
+    def wait_status(self, status: str, job: str = "job", timeout: float = 15.0) -> None:
+        wait_for(
+            lambda: self.status(job) == status,
+            timeout,
+            what=f"job {job!r} to be {status}",
+            describe=lambda: f"status is {self.status(job)!r}",
+        )
+
+
+class DaemonProcess:
+    """`python -m sidecar run -c CFG` as a real process, so that it can be killed with SIGKILL."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+        self._log_file = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar", "run", "-c", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        return self
+
+    def _closed(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill9(self) -> None:
+        """SIGKILL: no shutdown code runs at all."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._closed()
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the staged shutdown; the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        self._closed()
+        return code
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self, last: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-last:]
+        except FileNotFoundError:
+            return ""
+
+    def cleanup(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._closed()
+
+
+class ThreadedDaemon:
+    """`sidecar.app.Daemon` run in this process, on a thread; stopped with `should_exit`."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.daemon = Daemon(config, **kwargs)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="daemon-under-test", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.daemon.serve(install_signals=False)
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> ThreadedDaemon:
+        self._thread.start()
+        wait_for(
+            lambda: self.daemon.started.is_set() or not self._thread.is_alive(),
+            20,
+            what="the daemon to start",
+        )
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.should_exit.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "daemon did not shut down"
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+WRITER_SCRIPT = r"""
+import sys, time
+path, first, last, pause = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+with open(path, "ab", buffering=0) as f:
+    for k in range(first, last + 1):
+        line = b"seq=%d\n" % k
+        if k % 3 == 0:  # every third line in two writes: a partial line is on disk for a while
+            f.write(line[:5])
+            time.sleep(pause / 2)
+            f.write(line[5:])
+        else:
+            f.write(line)
+        time.sleep(pause)  # pacing only: the writer never waits for the daemon
+"""
+
+
+def start_writer(path: Path, first: int, last: int, pause: float) -> subprocess.Popen[bytes]:
+    """A separate process appending `seq=first..last` at its own pace, unbuffered."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, str(path), str(first), str(last), str(pause)],
+        stdin=subprocess.DEVNULL,
+    )
