@@ -402,4 +402,7 @@ _PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
     name) is left exactly as it is."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+    def fill(match: regex.Match[str]) -> str:
+        return values.get(match.group(1), match.group(0))
+
+    return str(_PLACEHOLDER.sub(fill, template))
