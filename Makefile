@@ -10,7 +10,7 @@ setup: $(BIN)/sidecar  ## create .venv and install the sidecar with its dev tool
 $(BIN)/sidecar: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,docker,kubernetes,postgres]'
 	@touch $@
 
 test: setup  ## run the whole test suite

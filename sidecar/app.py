@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -23,6 +24,9 @@ from sidecar.stoppers.factory import make_stopper
 from sidecar.store import Store, open_store
 from sidecar.tail import FileTailer
 from sidecar.telemetry import HttpServer, Telemetry
+
+if TYPE_CHECKING:
+    from sidecar.docker_source import DockerLogSource
 
 log = structlog.get_logger("sidecar")
 
@@ -124,6 +128,7 @@ class Daemon:
         self._store = store
         self.http: HttpServer | None = None
         self.tailer: FileTailer | None = None
+        self.container_sources: list[DockerLogSource] = []
 
     # lifecycle -----------------------------------------------------------------------------
     def serve(self, *, install_signals: bool = True) -> int:
@@ -182,17 +187,32 @@ class Daemon:
             config.http.host, config.http.port, self.telemetry.registry, self.ready
         )
         self.http.start()
+        offsets = self.store.offsets(self.node)
         self.tailer = FileTailer(
-            config.sources,
+            [s for s in config.sources if s.path is not None],
             node=self.node,
             tuning_job=config.tuning_job,
             max_line_bytes=config.max_line_bytes,
-            offsets=self.store.offsets(self.node),
+            offsets=offsets,
             emit=self._emit,
             idle_timeout=config.idle_timeout_seconds,
             watch=self.watch,
         )
         self.tailer.start()
+        for source in config.sources:
+            if source.docker is not None:
+                from sidecar.docker_source import DockerLogSource
+
+                container_source = DockerLogSource(
+                    source.docker,
+                    node=self.node,
+                    tuning_job=config.tuning_job,
+                    max_line_bytes=config.max_line_bytes,
+                    offsets=offsets,
+                    emit=self._emit,
+                )
+                container_source.start()
+                self.container_sources.append(container_source)
         self.started.set()
         log.info(
             "started",
@@ -220,6 +240,8 @@ class Daemon:
         deadline = time.monotonic() + self.shutdown_timeout
         if self.tailer is not None:
             self.tailer.stop()
+        for container_source in self.container_sources:
+            container_source.stop()
         consumer = getattr(self, "consumer", None)
         if consumer is not None and not consumer.close(max(0.0, deadline - time.monotonic())):
             log.warning("drain_timeout", queued=consumer.queue.qsize())
@@ -242,4 +264,6 @@ class Daemon:
             return False, "store unreachable"
         if self.tailer is None or not self.tailer.running:
             return False, "tailer not running"
+        if not all(s.running for s in self.container_sources):
+            return False, "container source not running"
         return True, "ready"

@@ -153,13 +153,23 @@ class EarlyStopping(_Model):
         return _enum_any_case(EarlyStoppingType)(value)
 
 
-class Source(_Model):
-    """One glob of log files to follow with `run`."""
+class DockerSource(_Model):
+    """Containers to follow through the Docker (or Podman) Engine API, chosen by label."""
 
-    path: str = Field(min_length=1)
+    labels: list[str] = Field(default_factory=list)
+    job_label: str = "sidecar.job"
+    tuning_job_label: str = "sidecar.tuning_job"
+    host: str | None = None
+
+
+class Source(_Model):
+    """Where `run` reads logs: a glob of files (`path`), or containers (`docker`)."""
+
+    path: str | None = Field(default=None, min_length=1)
     format: Literal["plain", "docker-json", "cri", "auto"] = "auto"
     job: str = "{stem}"
     job_regex: str | None = None
+    docker: DockerSource | None = None
 
     @field_validator("job_regex")
     @classmethod
@@ -167,6 +177,14 @@ class Source(_Model):
         if value is not None and "job" not in compile_user_regex(value).groupindex:
             raise ValueError("must have a named group (?P<job>...)")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        if (self.path is None) == (self.docker is None):
+            raise ValueError(
+                "set exactly one of `path` (a glob of log files) or `docker` (containers)"
+            )
+        return self
 
 
 class SignalTarget(_Model):
@@ -187,7 +205,8 @@ class DockerTarget(_Model):
     """How the docker backend finds the container to stop."""
 
     container: str = "{job}"
-    label: str | None = None
+    label: str | None = None  # e.g. `sidecar.job`: stop the container labelled sidecar.job=<job>
+    host: str | None = None  # the Engine API; default DOCKER_HOST, else the local socket
 
 
 class KubernetesTarget(_Model):
@@ -195,7 +214,8 @@ class KubernetesTarget(_Model):
 
     namespace: str = "default"
     pod: str = "{job}"
-    job: str | None = None
+    job: str | None = None  # a template: delete this batch Job instead of the pod
+    kubeconfig: str | None = None  # default: in-cluster config, else ~/.kube/config
 
 
 class CommandTarget(_Model):
@@ -203,6 +223,13 @@ class CommandTarget(_Model):
 
     argv: list[str] = Field(default_factory=list)
     timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("argv")
+    @classmethod
+    def _fixed_program(cls, value: list[str]) -> list[str]:
+        if value and "{" in value[0]:
+            raise ValueError("argv[0], the program, must be fixed: templates only in arguments")
+        return value
 
 
 class Stop(_Model):
@@ -402,6 +429,7 @@ _PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
     name) is left exactly as it is."""
+
     def fill(match: regex.Match[str]) -> str:
         return values.get(match.group(1), match.group(0))
 

@@ -77,6 +77,7 @@ class Chunk:
     read_at: float
     position: FilePosition | None = None  # None for sources without offsets (a child's pipes)
     log_path: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # extra template values (job_regex groups)
 
 
 @dataclass(frozen=True, slots=True)

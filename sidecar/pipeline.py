@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -35,6 +35,7 @@ class JobRuntime:
 
     parser: JobParser
     log_path: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -153,6 +154,8 @@ class Pipeline:
         )
         if chunk.log_path:
             runtime.log_path = chunk.log_path
+        if chunk.labels:
+            runtime.labels = chunk.labels
         engine = self.engines[chunk.tuning_job]
         state = engine.jobs[chunk.job]
         batch = Batch()
@@ -221,7 +224,10 @@ class Pipeline:
     def _stop(self, decision: Decision, runtime: JobRuntime) -> None:
         self.telemetry.jobs_stopped.labels(decision.tuning_job).inc()
         context = template_context(
-            job=decision.job, tuning_job=decision.tuning_job, log_path=runtime.log_path
+            job=decision.job,
+            tuning_job=decision.tuning_job,
+            log_path=runtime.log_path,
+            extra=runtime.labels,
         )
         self.submit_stop(StopRequest(decision, context))
 

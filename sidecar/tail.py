@@ -61,17 +61,21 @@ class JobName:
     job: str
 
 
-def job_for_path(path: str, source: Source, default_tuning_job: str) -> JobName | None:
-    """A file's job from its path: `job_regex` groups, else the `job` template ({stem} {name} {parent})."""
+def job_for_path(
+    path: str, source: Source, default_tuning_job: str
+) -> tuple[JobName, dict[str, str]] | None:
+    """A file's job from its path — `job_regex` groups, else the `job` template ({stem} {name}
+    {parent}) — and the regex's other groups, which stop templates may use (`{namespace}`)."""
     if source.job_regex is not None:
         match = regex.search(source.job_regex, path, timeout=1.0)
         if match is None or not match.group("job"):
             return None
-        groups = match.groupdict()
-        return JobName(groups.get("tuning_job") or default_tuning_job, match.group("job"))
+        groups = {k: v for k, v in match.groupdict().items() if v is not None}
+        name = JobName(groups.get("tuning_job") or default_tuning_job, match.group("job"))
+        return name, groups
     p = Path(path)
     values = {"stem": p.stem, "name": p.name, "parent": p.parent.name}
-    return JobName(default_tuning_job, render_template(source.job, values))
+    return JobName(default_tuning_job, render_template(source.job, values)), {}
 
 
 @dataclass(slots=True)
@@ -86,6 +90,7 @@ class TailedFile:
     decoder: Decoder | None  # None until the format of an `auto` file can be detected
     position: int  # bytes read so far (the decoder may hold an incomplete line of them)
     fingerprint: str
+    labels: dict[str, str] = field(default_factory=dict)
     resume: dict[str, Any] = field(default_factory=dict)
     orphaned_at: float | None = None
     last_growth: float = 0.0
@@ -119,7 +124,8 @@ class FileTailer:
         self.waker = waker or Waker()
         self.clock = clock
         self.files: dict[str, TailedFile] = {}
-        self.watcher = Watcher(self.waker, [s.path for s in self.sources]) if watch else None
+        patterns = [s.path for s in self.sources if s.path is not None]
+        self.watcher = Watcher(self.waker, patterns) if watch else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ended: dict[JobName, float] = {}  # job -> when its last file went away
@@ -180,6 +186,8 @@ class FileTailer:
         """Match the globs; drain files that went away, then open new ones, then read all."""
         found: dict[str, tuple[str, Source]] = {}
         for source in self.sources:
+            if source.path is None:
+                continue
             for path in expand(source.path):
                 try:
                     st = os.stat(path)
@@ -205,7 +213,7 @@ class FileTailer:
             if key not in self.files:
                 self._open(key, path, source, now)
         for tailed in list(self.files.values()):
-            self.read(tailed, verify=True)
+            self.read(tailed)
         for name, since in list(self._ended.items()):
             if any(f.name == name for f in self.files.values()):
                 del self._ended[name]
@@ -214,9 +222,10 @@ class FileTailer:
                 self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "file deleted"))
 
     def _open(self, key: str, path: str, source: Source, now: float) -> None:
-        name = job_for_path(path, source, self.tuning_job)
-        if name is None:
+        found = job_for_path(path, source, self.tuning_job)
+        if found is None:
             return
+        name, labels = found
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -237,6 +246,7 @@ class FileTailer:
             decoder=None,
             position=position,
             fingerprint=fingerprint(fd, size),
+            labels=labels,
             resume=resume,
             last_growth=now,
         )
@@ -266,18 +276,19 @@ class FileTailer:
             self._ended[tailed.name] = now
 
     # reading -------------------------------------------------------------------------------
-    def read(self, tailed: TailedFile, *, verify: bool = False) -> None:
+    def read(self, tailed: TailedFile) -> None:
         """Read one file to EOF and hand on its complete lines.
 
-        A size below what was read means copytruncate; with `verify` (the periodic reconcile) a
-        changed fingerprint, i.e. a file rewritten in place past the old size, means the same.
+        A size below what was read means copytruncate. So does a changed fingerprint: a file
+        truncated and regrown past the old size between two reads shows no shrink, only other
+        first bytes; checking costs one pread of at most 1 KiB per read.
         """
         try:
             st = os.fstat(tailed.fd)
         except OSError:
             return
         if st.st_size < tailed.position or (
-            verify and tailed.position and not same_file(tailed.fd, st.st_size, tailed.fingerprint)
+            tailed.position and not same_file(tailed.fd, st.st_size, tailed.fingerprint)
         ):
             self._restart(tailed, st.st_size)
         if tailed.decoder is None:
@@ -327,6 +338,7 @@ class FileTailer:
                 read_at=read_at,
                 position=position,
                 log_path=tailed.path,
+                labels=tailed.labels,
             )
         )
 

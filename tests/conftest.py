@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +58,97 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+# podman ------------------------------------------------------------------------------------
+# This machine's podman needs runc (crun refuses the hybrid cgroups) and explicit ulimits; no
+# image can be pulled, so the test image is imported from a tarball of host binaries.
+PODMAN_RUN_FLAGS = [
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+    "--net",
+    "none",
+]
+IMAGE_BINARIES = ["sh", "sleep", "echo", "cat", "head", "tr", "printf", "kill"]
+
+
+def _copy_with_libraries(binary: str, root: Path) -> None:
+    """Copy a host binary and the shared libraries `ldd` names into an image root."""
+    import re
+    import shutil
+
+    src = Path(shutil.which(binary) or binary).resolve()
+    targets = [src]
+    ldd = subprocess.run(["ldd", str(src)], capture_output=True, text=True, check=False)
+    targets += [Path(p) for p in re.findall(r"(/\S+) \(0x", ldd.stdout)]
+    for target in targets:
+        dest = root / str(target).lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(target.resolve(), dest)
+    (root / "bin").mkdir(exist_ok=True)
+    link = root / "bin" / binary
+    if not link.exists():
+        link.symlink_to(src)
+
+
+@pytest.fixture(scope="session")
+def podman_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A minimal image (sh, sleep, echo, cat, head, tr, printf, kill) imported into podman."""
+    import shutil
+    import tarfile
+
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        skip_or_fail("podman and runc are not installed (apt-get install podman runc)")
+    root = tmp_path_factory.mktemp("image") / "root"
+    for binary in IMAGE_BINARIES:
+        _copy_with_libraries(binary, root)
+    for empty in ("tmp", "proc", "sys", "dev", "etc"):
+        (root / empty).mkdir(exist_ok=True)
+    tar = root.parent / "rootfs.tar"
+    with tarfile.open(tar, "w") as archive:
+        archive.add(root, arcname=".")
+    tag = "localhost/sidecar-test:latest"
+    result = subprocess.run(
+        ["podman", "import", str(tar), tag], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        skip_or_fail(f"podman import failed: {result.stderr.strip()[-300:]}")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def podman_socket(podman_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`podman system service` on a private unix socket: Docker's Engine API, served by podman."""
+    import time
+
+    sock = tmp_path_factory.mktemp("podman") / "podman.sock"
+    proc = subprocess.Popen(
+        ["podman", "--runtime", "runc", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"unix://{sock}"
+    try:
+        import docker
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                docker.DockerClient(base_url=url).ping()
+                break
+            except Exception as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    skip_or_fail(f"podman system service did not start: {exc} {err[-300:]}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -117,6 +117,12 @@ class History:
         )
         return str(rows[0][0]) if rows else None
 
+    def launch_order(self) -> list[str]:
+        rows = self._query(
+            "SELECT name FROM jobs WHERE tuning_job = ? ORDER BY launch_order", (self.tuning_job,)
+        )
+        return [str(name) for (name,) in rows]
+
     def offset(self, path: Path) -> tuple[int, dict[str, Any]] | None:
         """The committed offset and state of the file now at `path` (by device and inode)."""
         try:
@@ -145,7 +151,7 @@ class History:
             lambda: (v := self.values(job)) and len(v) >= count and v,
             timeout,
             what=f"{count} values of job {job!r}",
-            describe=lambda: f"have {self.values(job)[-5:]} (last 5)",
+            describe=lambda: f"have {len(v := self.values(job))} values, the last: {v[-12:]}",
         )
 
     def wait_status(self, status: str, job: str = "job", timeout: float = 15.0) -> None:

@@ -74,14 +74,15 @@ class NoneStopper:
 def template_context(
     *, job: str, tuning_job: str, log_path: str = "", extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The values `{job}`, `{tuning_job}`, `{log_dir}`, `{log_path}` for stop templates."""
-    context = {
-        "job": job,
-        "tuning_job": tuning_job,
-        "log_path": log_path,
-        "log_dir": str(Path(log_path).parent) if log_path else "",
-    }
-    context.update(extra or {})
+    """The values `{job}`, `{tuning_job}`, `{log_dir}`, `{log_path}` for stop templates, plus the
+    source's extra ones (`job_regex` groups such as `{namespace}`, a container's `{container_id}`)."""
+    context = dict(extra or {})
+    context.update(
+        job=job,
+        tuning_job=tuning_job,
+        log_path=log_path,
+        log_dir=str(Path(log_path).parent) if log_path else "",
+    )
     return context
 
 

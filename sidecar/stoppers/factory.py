@@ -27,6 +27,30 @@ def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
             "(e.g. '/run/training/{job}.pid') or stop.signal.process_match (a regex on the "
             "command line), or use stop.backend: none"
         )
-    raise ConfigError(
-        f"stop.backend: {stop.backend!r} is not available in this version; allowed: signal, none"
-    )
+    if stop.backend == "docker":
+        from sidecar.stoppers.docker import DockerStopper
+
+        return DockerStopper(
+            container=stop.docker.container,
+            label=stop.docker.label,
+            grace_seconds=stop.grace_seconds,
+            host=stop.docker.host,
+        )
+    if stop.backend == "kubernetes":
+        from sidecar.stoppers.kubernetes import KubernetesStopper
+
+        return KubernetesStopper(
+            namespace=stop.kubernetes.namespace,
+            pod=stop.kubernetes.pod,
+            job=stop.kubernetes.job,
+            grace_seconds=stop.grace_seconds,
+            kubeconfig=stop.kubernetes.kubeconfig,
+        )
+    from sidecar.stoppers.command import CommandStopper
+
+    if not stop.command.argv:
+        raise ConfigError(
+            "stop.command.argv: the command backend needs an argv template, e.g. "
+            "[kubectl, delete, pod, '{job}']"
+        )
+    return CommandStopper(stop.command.argv, timeout=stop.command.timeout_seconds)

@@ -1,0 +1,178 @@
+"""Containers' stdout/stderr through the Docker (or Podman) Engine API: a producer like the tailer.
+
+Containers are chosen by label and found by polling (new ones within a second). Each is followed
+on its own thread. The position committed with a container's values is the byte offset of its last
+complete line in the engine's log stream; after a restart the stream is read again from the start
+and that many bytes are skipped, so nothing is applied twice and nothing is missed (engines' log
+timestamps are too coarse on some versions to resume by time exactly).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from sidecar.config import DockerSource
+from sidecar.decode import LineSplitter
+from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
+from sidecar.stoppers.docker import docker_client
+from sidecar.store import FileOffset
+
+log = structlog.get_logger("sidecar.docker")
+
+Emit = Callable[[Chunk | JobEnded], None]
+POLL_SECONDS = 1.0
+
+
+class DockerLogSource:
+    """Follows every container matching `source.labels`, including ones started later."""
+
+    def __init__(
+        self,
+        source: DockerSource,
+        *,
+        node: str,
+        tuning_job: str,
+        max_line_bytes: int,
+        offsets: Mapping[str, FileOffset],
+        emit: Emit,
+        client: Any = None,
+    ) -> None:
+        self.source = source
+        self.node = node
+        self.tuning_job = tuning_job
+        self.max_line_bytes = max_line_bytes
+        self.offsets = dict(offsets)
+        self.emit = emit
+        self.client = client or docker_client(source.host)
+        self.followed: dict[str, threading.Thread] = {}
+        self.progress: dict[str, int] = {}  # bytes of complete lines handed on, per container
+        self.running = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._discover, name="docker-source", daemon=True)
+
+    def start(self) -> None:
+        self.running = True
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        try:
+            self.client.close()  # unblocks followers waiting on a log stream
+        except Exception as exc:  # closing is best effort at shutdown
+            log.debug("docker_close_failed", error=str(exc))
+        for thread in list(self.followed.values()):
+            thread.join(timeout=5)
+        self.running = False
+
+    def _discover(self) -> None:
+        while not self._stop.is_set():
+            try:
+                containers = self.client.containers.list(
+                    all=True, filters={"label": list(self.source.labels)}
+                )
+            except Exception as exc:  # the engine may restart: keep trying
+                log.warning("docker_list_failed", error=str(exc))
+                containers = []
+            for container in sorted(containers, key=lambda c: c.attrs.get("Created", "")):
+                if container.id in self.followed:
+                    continue
+                state = self._stored_state(container.id)
+                if state.get("done"):
+                    self.followed[container.id] = threading.Thread(target=lambda: None)
+                    continue
+                thread = threading.Thread(
+                    target=self._follow,
+                    args=(container,),
+                    name=f"docker-{container.short_id}",
+                    daemon=True,
+                )
+                self.followed[container.id] = thread
+                thread.start()
+            self._stop.wait(POLL_SECONDS)
+
+    def _stored_state(self, container_id: str) -> dict[str, Any]:
+        stored = self.offsets.get(f"docker:{container_id}")
+        if stored is None:
+            return {}
+        state: dict[str, Any] = json.loads(stored.state or "{}")
+        return state
+
+    def _names(self, container: Any) -> tuple[str, str, dict[str, str]]:
+        labels: dict[str, str] = container.labels or {}
+        name = str(container.name).lstrip("/")
+        job = labels.get(self.source.job_label) or name
+        tuning_job = labels.get(self.source.tuning_job_label) or self.tuning_job
+        return tuning_job, job, {"container_id": container.id, "container": name}
+
+    def _follow(self, container: Any) -> None:
+        key = f"docker:{container.id}"
+        stored = self.offsets.get(key)
+        skip = self.progress.get(key, stored.offset if stored is not None else 0)
+        tuning_job, job, labels = self._names(container)
+        splitter = LineSplitter(self.max_line_bytes, offset=skip)
+        seen = 0
+
+        def send(lines: list[bytes], read_at: float, *, done: bool = False) -> None:
+            position = FilePosition(
+                node=self.node,
+                file_key=key,
+                fingerprint=container.id,
+                path=f"docker://{labels['container']}",
+                offset=splitter.offset,
+                state={"done": True} if done else {},
+                resume={},
+                truncated=splitter.truncated,
+            )
+            self.emit(
+                Chunk(
+                    tuning_job,
+                    job,
+                    lines,
+                    read_at,
+                    position=position,
+                    log_path=position.path,
+                    labels=labels,
+                )
+            )
+
+        try:
+            stream = self.client.api.logs(
+                container.id, stream=True, follow=True, stdout=True, stderr=True
+            )
+            for frame in stream:
+                if self._stop.is_set():
+                    return
+                start = max(0, skip - seen)  # bytes applied before a restart are skipped
+                seen += len(frame)
+                if start >= len(frame):
+                    continue
+                lines = splitter.feed(frame[start:])
+                if lines:
+                    send(lines, time.monotonic())
+                    self.progress[key] = splitter.offset
+        except Exception as exc:
+            if not self._stop.is_set():
+                log.warning("docker_follow_failed", container=labels["container"], error=str(exc))
+                self.followed.pop(container.id, None)  # rediscovered and resumed next poll
+            return
+        if self._stop.is_set():
+            return
+        try:
+            container.reload()
+            running = container.status == "running"
+            code = int(container.attrs.get("State", {}).get("ExitCode", 0))
+        except Exception:
+            running, code = False, 0
+        if running:  # the stream broke (engine restart), the container did not end: follow again
+            self.followed.pop(container.id, None)
+            return
+        send(splitter.finish(), time.monotonic(), done=True)
+        status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
+        self.emit(JobEnded(tuning_job, job, status, f"container exited with {code}"))

@@ -1,0 +1,76 @@
+"""The docker backend: stop a container through the Docker (or Podman) Engine API."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from sidecar.config import render_template
+from sidecar.errors import ConfigError
+from sidecar.stoppers import StopError, StopRequest, StopResult
+
+
+def docker_client(host: str | None, *, timeout: float = 60.0) -> Any:
+    """A `docker.DockerClient` for `host`, or from DOCKER_HOST (else the local socket)."""
+    try:
+        import docker
+    except ImportError:
+        raise ConfigError(
+            "the docker backend and source need the docker extra: "
+            "pip install 'early-stopping-sidecar[docker]'"
+        ) from None
+    if host:
+        return docker.DockerClient(base_url=host, timeout=int(timeout))
+    return docker.from_env(timeout=int(timeout))
+
+
+class DockerStopper:
+    """`docker stop` with the grace period: the engine sends the stop signal, then SIGKILL."""
+
+    backend = "docker"
+
+    def __init__(
+        self, *, container: str, label: str | None, grace_seconds: float, host: str | None = None
+    ) -> None:
+        self.container = container
+        self.label = label
+        self.grace_seconds = grace_seconds
+        self.host = host
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                # the HTTP request of a stop lasts up to the grace period: allow for it
+                self._client = docker_client(self.host, timeout=self.grace_seconds + 60)
+            return self._client
+
+    def stop(self, request: StopRequest) -> StopResult:
+        import docker.errors
+
+        client = self.client()
+        try:
+            if self.label:
+                selector = f"{self.label}={request.context['job']}"
+                targets = client.containers.list(filters={"label": selector})
+            else:
+                name = render_template(self.container, request.context)
+                try:
+                    targets = [client.containers.get(name)]
+                except docker.errors.NotFound:
+                    return StopResult.ALREADY_GONE
+            running = [
+                c for c in targets if c.status in ("running", "restarting", "paused", "created")
+            ]
+            if not running:
+                return StopResult.ALREADY_GONE
+            for container in running:
+                try:
+                    container.stop(timeout=math.ceil(self.grace_seconds))
+                except docker.errors.NotFound:
+                    continue
+        except docker.errors.DockerException as exc:
+            raise StopError(f"Docker API: {exc}") from None
+        return StopResult.STOPPED
