@@ -39,8 +39,10 @@ Item = Chunk | JobEnded
 class Consumer:
     """Owns the queue between sources and the pipeline; its thread is the only decision maker.
 
-    A chunk is handled once; if committing its batch fails (store down) the batch is retried with
-    backoff, never dropped, while the queue fills and blocks the sources (back-pressure).
+    Items are handled as they come and their batches written behind them. When the store fails,
+    handling goes on (decisions from memory) while the batches wait, retried with backoff; once
+    `max_buffered_values` wait, no more items are taken, the queue fills and the sources block
+    (back-pressure): nothing read is ever dropped.
     """
 
     def __init__(self, pipeline: Pipeline, *, max_items: int = QUEUE_ITEMS) -> None:
@@ -49,6 +51,8 @@ class Consumer:
         self.failing: str | None = None
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="consumer", daemon=True)
+        self._delay = COMMIT_BACKOFF[0]
+        self._next_try = 0.0  # monotonic time of the next write attempt after a failure
 
     def start(self) -> None:
         self._thread.start()
@@ -80,25 +84,74 @@ class Consumer:
         self._closed.set()
         return not self._thread.is_alive()
 
-    def _run(self) -> None:
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.failing = str(exc) if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
+        log.error(
+            what,
+            error=self.failing,
+            retry_in=self._delay,
+            buffered_values=self.pipeline.pending_values,
+        )
+        self._next_try = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, COMMIT_BACKOFF[1])
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.info("store_recovered")
+        self.failing = None
+        self._delay = COMMIT_BACKOFF[0]
+        self._next_try = 0.0
+
+    def _flush(self) -> None:
+        if not self.pipeline.pending or time.monotonic() < self._next_try:
+            return
+        try:
+            self.pipeline.flush()
+        except Exception as exc:  # a store or bug failure must not stop the daemon
+            self._failed(exc, "store_write_failed")
+        else:
+            self._recovered()
+
+    def _handle(self, item: Item) -> bool:
+        """Handle one item; a store read it needs failing (a new job's launch order) is retried
+        with backoff, blocking the queue. False when closed meanwhile."""
         while True:
-            item = self.queue.get()
+            try:
+                self.pipeline.handle(item)
+                return True
+            except Exception as exc:  # a store or bug failure must not stop the daemon
+                self._failed(exc, "consumer_retry")
+            self._flush_wait()
+            if self._closed.is_set():
+                return False
+
+    def _flush_wait(self) -> None:
+        """Wait for the next write attempt (or close), then make it."""
+        self._closed.wait(max(0.0, self._next_try - time.monotonic()))
+        self._next_try = min(self._next_try, time.monotonic())
+        self._flush()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            if self.pipeline.buffer_full():
+                self._flush_wait()
+                continue
+            timeout = None
+            if self.pipeline.pending:
+                timeout = max(0.0, self._next_try - time.monotonic())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                self._flush()
+                continue
             if item is None:
+                break
+            if not self._handle(item):
                 return
-            delay = COMMIT_BACKOFF[0]
-            while True:
-                try:
-                    self.pipeline.handle(item)
-                    self.failing = None
-                    break
-                except SidecarError as exc:
-                    self.failing = str(exc)
-                except Exception as exc:  # a store or bug failure must not stop the daemon
-                    self.failing = f"{type(exc).__name__}: {exc}"
-                log.error("consumer_retry", error=self.failing, retry_in=delay)
-                if self._closed.wait(delay):
-                    return
-                delay = min(delay * 2, COMMIT_BACKOFF[1])
+            self._flush()
+        # closing: write what waits, retrying until the close timeout gives up on it
+        while self.pipeline.pending and not self._closed.is_set():
+            self._flush_wait()
 
 
 class Daemon:
@@ -168,6 +221,9 @@ class Daemon:
             submit_stop=lambda request: None,
             backend=backend,
             dry_run=self.dry_run or stopper.backend == "none",
+            # another process may write this history (several sidecars on one SQLite file, or
+            # nodes on PostgreSQL): catch up on their writes before each decision
+            shared_store=not self.store.url.endswith(":memory:"),
         )
         # consumers before producers: the dispatcher and consumer exist before any line is read
         self.dispatcher = StopDispatcher(

@@ -10,7 +10,15 @@ from typing import Annotated, Any, Literal
 
 import regex
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sidecar.errors import ConfigError
 
@@ -76,11 +84,20 @@ def template_fields(name: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(name) if field]
 
 
+JSONL_FIELDS = ("key",)
+
+
 class MetricDefinition(_Model):
-    """SageMaker's `{Name, Regex}`; keys accepted in any letter case."""
+    """SageMaker's `{Name, Regex}`; keys accepted in any letter case.
+
+    `kind: jsonl` (no Regex) reads lines that are JSON objects instead: every number in the object
+    is a metric named by its key (nested keys joined by `.`); `Name: '{key}'` takes them all, a
+    plain Name only that key.
+    """
 
     name: str = Field(min_length=1)
-    regex: str = Field(min_length=1)
+    kind: Literal["regex", "jsonl"] = "regex"
+    regex: str | None = Field(default=None, min_length=1, validate_default=True)
     segments: Literal["last", "all"] = "last"
 
     @model_validator(mode="before")
@@ -92,7 +109,15 @@ class MetricDefinition(_Model):
 
     @field_validator("regex")
     @classmethod
-    def _valid_regex(cls, value: str) -> str:
+    def _valid_regex(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("kind") == "jsonl":
+            if value is not None:
+                raise ValueError("kind: jsonl reads JSON objects and takes no Regex; remove it")
+            return None
+        if value is None:
+            if "kind" not in info.data:  # the kind itself is wrong: that error says it
+                return None
+            raise ValueError("required field is missing (or set `kind: jsonl`)")
         pattern = compile_user_regex(value)
         named = set(pattern.groupindex)
         unnamed = pattern.groups - len(named)
@@ -109,6 +134,16 @@ class MetricDefinition(_Model):
             fields = template_fields(self.name)
         except ValueError as exc:
             raise ValueError(f"Name {self.name!r} is not a valid template ({exc})") from None
+        if self.regex is None:  # kind: jsonl
+            if self.segments == "all":
+                raise ValueError("`segments: all` is for regex definitions, not kind: jsonl")
+            unknown = [f for f in fields if f not in JSONL_FIELDS]
+            if unknown:
+                raise ValueError(
+                    f"Name {self.name!r} uses placeholder(s) {', '.join(unknown)}; "
+                    "a kind: jsonl Name may use only {key}"
+                )
+            return self
         missing = [f for f in fields if f not in compile_user_regex(self.regex).groupindex]
         if missing:
             raise ValueError(
@@ -265,6 +300,8 @@ class Config(_Model):
     store: str = Field(default=DEFAULT_STORE, min_length=1)
     http: Http = Field(default_factory=Http)
     max_line_bytes: int = Field(default=1 << 20, ge=64)
+    # values held in memory while the store is unreachable; past this the sidecar stops reading
+    max_buffered_values: int = Field(default=100_000, ge=1)
     regex_timeout_seconds: float = Field(default=0.1, gt=0)
     node: str | None = None
     idle_timeout_seconds: float = Field(default=3600.0, ge=0)
@@ -419,7 +456,7 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
             return []
     names = list(getattr(model, "model_fields", {}))
     if model is MetricDefinition:
-        names = ["Name", "Regex", "segments"]
+        names = ["Name", "Regex", "segments", "kind"]
     return names
 
 

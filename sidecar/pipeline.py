@@ -1,8 +1,12 @@
 """The one consumer: chunks of lines → samples → the rule → stop requests, store writes, telemetry.
 
 Every decision is made here, on one thread, so there are no races between jobs. Stops go to the
-dispatcher's threads and never block parsing. Each chunk is committed as one transaction: its
-values, status changes and the file offset just past its last line.
+dispatcher's threads and never block parsing. Each chunk becomes one batch: its values, status
+changes and the file offset just past its last line, committed in one transaction. Batches queue
+in `pending` and are written in order by `flush`: while the store is unreachable decisions go on
+from memory, and since an offset is only ever committed with the values before it, a crash during
+an outage re-reads what was not written (nothing lost), and a retried write is an upsert of the
+same rows (nothing doubled).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -18,15 +23,18 @@ import structlog
 from sidecar.config import Config
 from sidecar.decode import decode_line
 from sidecar.engine import TuningJobEngine
+from sidecar.errors import StoreError
 from sidecar.model import Chunk, Decision, FilePosition, JobEnded, JobStatus, ParseCounts
 from sidecar.parse import Extractor, JobParser
 from sidecar.stoppers import StopRequest, StopResult, template_context
-from sidecar.store import Batch, FileOffset, JobUpdate, Store, ValueRow
+from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
 
 log = structlog.get_logger("sidecar")
 
 SubmitStop = Callable[[StopRequest], object]
+
+FLUSH_MAX_VALUES = 20_000  # values per transaction when writing a backlog
 
 
 @dataclass(slots=True)
@@ -68,6 +76,9 @@ class Pipeline:
         self.runtimes: dict[tuple[str, str], JobRuntime] = {}
         self.local_jobs: set[tuple[str, str]] = set()
         self.cursors: dict[str, int] = {}  # per tuning job: the store's write cursor seen last
+        self.pending: deque[Batch] = deque()  # batches not yet committed, oldest first
+        self.pending_values = 0
+        self.refresh_failing = False
         self.lock = threading.Lock()  # held while handling an item; scrapes take it for a snapshot
 
     # state ---------------------------------------------------------------------------------
@@ -78,8 +89,8 @@ class Pipeline:
             engine = TuningJobEngine(
                 tuning_job, self.config.objective, self.config.early_stopping, dry_run=self.dry_run
             )
+            self._restore(engine)  # may fail: then the engine is not kept and is built again
             self.engines[tuning_job] = engine
-            self._restore(engine)
         return engine
 
     def _restore(self, engine: TuningJobEngine) -> None:
@@ -88,6 +99,22 @@ class Pipeline:
         metric = self.config.objective.metric
         since = self.cursors.get(engine.name, 0)
         self.cursors[engine.name], changed = self.store.changes(engine.name, metric, since)
+        self._merge(engine, changed)
+
+    def _refresh(self, engine: TuningJobEngine) -> None:
+        """Before a decision on a shared store: others' latest values. When the store cannot be
+        reached the decision is made on the history known so far rather than not at all."""
+        try:
+            self._restore(engine)
+        except StoreError as exc:
+            if not self.refresh_failing:
+                log.warning("history_refresh_failed", tuning_job=engine.name, error=str(exc))
+            self.refresh_failing = True
+        else:
+            self.refresh_failing = False
+
+    def _merge(self, engine: TuningJobEngine, changed: list[StoredJob]) -> None:
+        metric = self.config.objective.metric
         for stored in changed:
             if (engine.name, stored.name) in self.local_jobs:
                 continue
@@ -113,10 +140,11 @@ class Pipeline:
         if runtime is not None:
             return runtime
         engine = self.engine(tuning_job)
+        # store reads first: if one fails nothing has changed, and the item is simply retried
         order = self.store.register_job(tuning_job, job)
+        stored = self.store.load_job(tuning_job, job)
         state = engine.register(job, order)
         counts: dict[str, int] = {}
-        stored = self.store.load_job(tuning_job, job)
         if stored is not None:  # a restart: ordinal epochs carry on from what is stored
             counts = {m: max(e for e, _ in series) for m, series in stored.values.items() if series}
             state.status = stored.status
@@ -144,7 +172,7 @@ class Pipeline:
         if not chunk.lines and (chunk.tuning_job, chunk.job) not in self.runtimes:
             # no line yet to register the job at: just move the offset
             if position is not None:
-                self.store.apply(Batch(offsets=[self._offset(position, None)]))
+                self._write(Batch(offsets=[self._offset(position, None)]))
             return
         runtime = self.register(
             chunk.tuning_job,
@@ -185,7 +213,7 @@ class Pipeline:
                 engine.observe(chunk.job, samples)
                 continue
             if self.shared_store and state.decision is None and engine.enabled:
-                self._restore(engine)
+                self._refresh(engine)
             decision = engine.observe(chunk.job, samples)
             self.telemetry.decision_latency.observe(time.monotonic() - chunk.read_at)
             if decision is not None:
@@ -195,8 +223,43 @@ class Pipeline:
                 )
         if position is not None:
             batch.offsets.append(self._offset(position, parser))
-        self.store.apply(batch)
+        self._write(batch)
         self._count(chunk, counts)
+
+    # writes --------------------------------------------------------------------------------
+    def _write(self, batch: Batch) -> None:
+        if batch:
+            self.pending.append(batch)
+            self.pending_values += len(batch.values)
+            self.telemetry.buffered_values.set(self.pending_values)
+
+    def buffer_full(self) -> bool:
+        """Past the bound the consumer takes no more items, so the sources stop reading."""
+        return self.pending_values >= self.config.max_buffered_values
+
+    def flush(self) -> None:
+        """Commit the pending batches in order, several per transaction when there is a
+        backlog. Raises StoreError, keeping every batch not committed, when the store fails."""
+        with self.lock:
+            while self.pending:
+                merged = Batch()
+                taken = 0
+                for batch in self.pending:
+                    if taken and len(merged.values) + len(batch.values) > FLUSH_MAX_VALUES:
+                        break
+                    merged.values.extend(batch.values)
+                    merged.updates.extend(batch.updates)
+                    merged.offsets.extend(batch.offsets)
+                    taken += 1
+                try:
+                    self.store.apply(_deduplicated(merged))
+                except StoreError:
+                    self.telemetry.store_write_failures.inc()
+                    raise
+                for _ in range(taken):
+                    self.pending.popleft()
+                self.pending_values -= len(merged.values)
+                self.telemetry.buffered_values.set(self.pending_values)
 
     @staticmethod
     def _offset(position: FilePosition, parser: JobParser | None) -> FileOffset:
@@ -238,7 +301,7 @@ class Pipeline:
         before = engine.jobs[ended.job].status
         status = engine.end(ended.job, ended.status)
         if status is not before:
-            self.store.apply(
+            self._write(
                 Batch(
                     updates=[
                         JobUpdate(
@@ -297,3 +360,11 @@ class Pipeline:
         log.warning(
             "stop_attempt_failed", job=request.decision.job, backend=self.backend, error=str(error)
         )
+
+
+def _deduplicated(batch: Batch) -> Batch:
+    """One row per key, the latest winning: what applying the batches one by one would leave,
+    and what a single multi-row upsert accepts."""
+    values = {(v.tuning_job, v.job, v.metric, v.epoch): v for v in batch.values}
+    offsets = {(o.node, o.file_key): o for o in batch.offsets}
+    return Batch(list(values.values()), batch.updates, list(offsets.values()))

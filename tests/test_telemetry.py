@@ -155,6 +155,9 @@ class TestTelemetry:
             "early_stopping_stop_duration_seconds": "histogram",
             "early_stopping_jobs": "gauge",
             "early_stopping_objective": "gauge",
+            # beyond §7: the store's write backlog during an outage
+            "early_stopping_store_buffered_values": "gauge",
+            "early_stopping_store_write_failures": "counter",
         }
 
     def test_stop_failures_start_at_zero_for_every_backend(self) -> None:
