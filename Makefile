@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+GENVENV ?= /tmp/genvenv
 
-.PHONY: setup test lint format check clean
+.PHONY: setup test lint format check clean sample-logs
 
 setup: $(BIN)/sidecar  ## create .venv and install the sidecar with its dev tools
 
@@ -26,6 +27,14 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 check: lint test  ## everything CI runs
+
+# The generation environment is separate from .venv (the real frameworks, pinned). torch comes
+# first: `torch==2.13.0` resolves to the CPU build on these machines. SUITES= names some suites.
+sample-logs: setup  ## regenerate sample_logs/ with the real frameworks (about 15 minutes)
+	$(PYTHON) -m venv $(GENVENV)
+	$(GENVENV)/bin/python -m pip install torch==2.13.0
+	$(GENVENV)/bin/python -m pip install -r sample_logs/requirements.txt
+	$(GENVENV)/bin/python sample_logs/generate.py --sidecar $(abspath $(BIN)/sidecar) $(SUITES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -34,11 +34,13 @@ class DefinitionReport:
 
 @dataclass(slots=True)
 class CheckReport:
-    """The whole report: per-definition findings and the warnings drawn from them."""
+    """The whole report: per-definition findings, the warnings drawn from them, and notes (worth
+    knowing, not wrong: a preset's definition for a metric these logs do not print)."""
 
     definitions: list[DefinitionReport]
     warnings: list[str]
     truncated_lines: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def check_logs(
@@ -50,11 +52,16 @@ def check_logs(
     timeout: float,
     max_line_bytes: int,
     fmt: Format = "auto",
+    from_preset: int = 0,
 ) -> CheckReport:
-    """Run each definition on its own over every log (one pass per log) and collect findings."""
+    """Run each definition on its own over every log (one pass per log) and collect findings.
+
+    The first `from_preset` definitions come from a preset, not from the user: one that matches
+    nothing is a note, not a warning (a preset covers metrics that a given log may not print).
+    """
     extractors = [Extractor([d], epoch, timeout=timeout) for d in definitions]
     reports = [
-        DefinitionReport(d, ambiguous=e.definitions[0].ambiguous)
+        DefinitionReport(d, ambiguous=any(c.ambiguous for c in e.definitions))
         for d, e in zip(definitions, extractors, strict=True)
     ]
     truncated = 0
@@ -68,25 +75,37 @@ def check_logs(
                     continue
                 if segments is None:
                     segments = decode_line(raw)
-                samples = parser.feed(segments, report.counts)
-                if not samples:
-                    continue
-                report.lines_by_log[log.name] = report.lines_by_log.get(log.name, 0) + 1
-                first = report.first_by_log.setdefault(log.name, [])
-                for sample in samples:
-                    report.metrics[sample.metric] = report.metrics.get(sample.metric, 0) + 1
-                    if len(first) < SHOWN:
-                        first.append(sample)
+                _add(report, log.name, parser.feed(segments, report.counts))
+        for parser, report in zip(parsers, reports, strict=True):
+            _add(report, log.name, parser.finish(report.counts))  # values settled at the end
         truncated += stats.truncated
-    return CheckReport(reports, _warnings(reports, objective, logs), truncated)
+    notes: list[str] = []
+    warnings = _warnings(reports, objective, logs, from_preset=from_preset, notes=notes)
+    return CheckReport(reports, warnings, truncated, notes)
+
+
+def _add(report: DefinitionReport, log: str, samples: Sequence[Sample]) -> None:
+    """Count the samples that one line (or the end of a log) gave one definition."""
+    if not samples:
+        return
+    report.lines_by_log[log] = report.lines_by_log.get(log, 0) + 1
+    first = report.first_by_log.setdefault(log, [])
+    for sample in samples:
+        report.metrics[sample.metric] = report.metrics.get(sample.metric, 0) + 1
+        if len(first) < SHOWN:
+            first.append(sample)
 
 
 def _warnings(
     reports: Sequence[DefinitionReport],
     objective: Objective | None,
     logs: Sequence[Path],
+    *,
+    from_preset: int,
+    notes: list[str],
 ) -> list[str]:
     warnings: list[str] = []
+    unmatched_preset: list[str] = []
     if not reports:
         warnings.append("no metric definitions: set `metric_definitions` or `preset`")
     for i, report in enumerate(reports, 1):
@@ -97,7 +116,12 @@ def _warnings(
                 "the first group is used as the value (name it (?P<value>...) to be explicit)"
             )
         if logs and report.matched_lines == 0:
-            warnings.append(f"{label}: matched nothing in the given logs")
+            if i <= from_preset and (
+                objective is None or report.definition.name != objective.metric
+            ):
+                unmatched_preset.append(f"[{i}] {report.definition.name}")
+            else:
+                warnings.append(f"{label}: matched nothing in the given logs")
         for metric, n in sorted(report.counts.timeouts.items()):
             warnings.append(
                 f"{label}: the regex timed out on {n} line(s) (metric {metric}); those lines "
@@ -110,6 +134,11 @@ def _warnings(
                 else ""
             )
             warnings.append(f"{label}: {n} match(es) skipped: {reason}{hint}")
+    if unmatched_preset:
+        notes.append(
+            f"{len(unmatched_preset)} of the preset's {from_preset} definition(s) matched nothing "
+            f"in the given logs (metrics these logs do not print): {', '.join(unmatched_preset)}"
+        )
     if objective is not None:
         metric = objective.metric
         plain = [r for r in reports if not template_fields(r.definition.name)]
@@ -130,7 +159,8 @@ def render(report: CheckReport, *, header: str) -> str:
     """The report as text."""
     lines = [header, ""]
     for i, r in enumerate(report.definitions, 1):
-        lines.append(f"[{i}] {r.definition.name}  /{r.definition.regex}/")
+        source = f"/{r.definition.regex}/" if r.definition.regex is not None else "(JSON lines)"
+        lines.append(f"[{i}] {r.definition.name}  {source}")
         if r.metrics and template_fields(r.definition.name):
             names = ", ".join(f"{m} ({n})" for m, n in sorted(r.metrics.items()))
             lines.append(f"    metrics: {names}")
@@ -145,6 +175,9 @@ def render(report: CheckReport, *, header: str) -> str:
         lines.append("")
     if report.truncated_lines:
         lines.append(f"note: {report.truncated_lines} line(s) longer than max_line_bytes were cut")
+    if report.notes:
+        lines.append("notes:")
+        lines += [f"  - {n}" for n in report.notes]
     if report.warnings:
         lines.append("warnings:")
         lines += [f"  ! {w}" for w in report.warnings]

@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--format", choices=FORMATS, default="auto", help="log format (default: detect per file)"
     )
+    replay.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="also draw each job's objective, the medians it was compared with and its stop "
+        "(needs the plot extra: matplotlib)",
+    )
     replay.add_argument("logs", nargs="+", metavar="LOG", type=Path)
 
     check = commands.add_parser(
@@ -142,11 +149,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sidecar.report import jobs_table
 
     config = read_config(args.config)
+    if args.plot:
+        from sidecar.plot import require_matplotlib
+
+        require_matplotlib()  # before any work
     store = open_store(args.store)
     try:
-        result = replay(config, args.logs, store, fmt=args.format)
+        result = replay(config, args.logs, store, fmt=args.format, trace=bool(args.plot))
     finally:
         store.close()
+    if args.plot:
+        from sidecar.plot import write_plot
+
+        write_plot(result.traces, config, args.plot)
     if args.json:
         _print_json(result.document)
         return 0
@@ -171,6 +186,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     }
     if problems:
         print("skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items())))
+    if args.plot:
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -189,6 +206,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         preset = load_preset(args.preset)
         definitions, epoch, objective = preset.metric_definitions, preset.epoch, None
+        from_preset = len(definitions)
         header = f"preset {args.preset}: {preset.description}".strip()
         timeout, max_line = Config.model_fields["regex_timeout_seconds"].default, 1 << 20
     else:
@@ -205,6 +223,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"start_epoch {es.start_epoch}), {len(definitions)} metric definition(s)"
         )
         timeout, max_line = config.regex_timeout_seconds, config.max_line_bytes
+        from_preset = len(config.all_definitions()) - len(config.metric_definitions)
     report = check_logs(
         definitions,
         epoch,
@@ -213,6 +232,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         timeout=timeout,
         max_line_bytes=max_line,
         fmt=args.format,
+        from_preset=from_preset,
     )
     print(render(report, header=header))
     return 1 if report.warnings else 0

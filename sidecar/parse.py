@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 
@@ -31,6 +33,8 @@ class CompiledDefinition:
 
     @classmethod
     def compile(cls, definition: MetricDefinition) -> CompiledDefinition:
+        if definition.regex is None:
+            raise ValueError(f"definition {definition.name!r} is kind {definition.kind}, not regex")
         pattern = regex.compile(definition.regex)
         named = pattern.groupindex
         fields = tuple(template_fields(definition.name))
@@ -58,6 +62,86 @@ class CompiledDefinition:
             piece = max(self.literal.split(TAB011), key=len)
             return piece.encode() if piece else None
         return self.literal.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class JsonDefinition:
+    """A `kind: jsonl` definition: the numbers of a line that is a JSON object.
+
+    `Name: '{key}'` names a metric after each numeric key (nested keys joined by `.`); a plain
+    Name takes only the value at that (dotted) key.
+    """
+
+    name: str
+    templated: bool
+
+    @classmethod
+    def compile(cls, definition: MetricDefinition) -> JsonDefinition:
+        return cls(name=definition.name, templated=bool(template_fields(definition.name)))
+
+    def metrics(self, numbers: Mapping[str, float]) -> Iterable[tuple[str, float]]:
+        """(metric name, value) for the numbers of one object (`numbers`: dotted key -> value)."""
+        if not self.templated:
+            value = numbers.get(self.name)
+            return () if value is None else ((self.name, value),)
+        if self.name == "{key}":
+            return numbers.items()
+        return ((self.name.format_map({"key": key}), v) for key, v in numbers.items())
+
+
+# Top-level keys of a JSON line that give its epoch, in order of preference; never metrics.
+JSON_EPOCH_KEYS = ("epoch", "step")
+
+
+def json_object(text: str) -> dict[str, Any] | None:
+    """`text` as a JSON object (NaN and Infinity accepted), or None when it is not one."""
+    if text[:1] != "{" and not text.lstrip().startswith("{"):
+        return None  # the cheap test first: most lines of a log are not JSON objects
+    stripped = text.strip()
+    if not stripped.endswith("}"):
+        return None
+    try:
+        parsed = json.loads(stripped)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def json_numbers(obj: Mapping[str, Any]) -> tuple[dict[str, float], int]:
+    """Every number (int or float, not bool) of a JSON object by its dotted key, in document
+    order, skipping the top-level epoch keys; and how many numbers were too large for a float."""
+    numbers: dict[str, float] = {}
+    too_large = 0
+
+    def walk(prefix: str, node: Mapping[str, Any]) -> None:
+        nonlocal too_large
+        for key, value in node.items():
+            if isinstance(value, float):
+                numbers[prefix + key] = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                try:
+                    numbers[prefix + key] = float(value)
+                except OverflowError:
+                    too_large += 1
+            elif isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+
+    walk("", {k: v for k, v in obj.items() if k not in JSON_EPOCH_KEYS})
+    return numbers, too_large
+
+
+def json_epoch(obj: Mapping[str, Any]) -> tuple[bool, int | None]:
+    """The epoch a JSON object states (`epoch`, else `step`): (True, epoch or None when it states
+    none), or (False, None) when the stated one is not a whole number."""
+    for key in JSON_EPOCH_KEYS:
+        if key in obj:
+            raw = obj[key]
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                return False, None
+            if isinstance(raw, float) and (not math.isfinite(raw) or raw != int(raw)):
+                return False, None
+            return True, int(raw)
+    return True, None
 
 
 def parse_number(text: str) -> float | None:
@@ -90,7 +174,12 @@ class Extractor:
         *,
         timeout: float,
     ) -> None:
-        self.definitions = tuple(CompiledDefinition.compile(d) for d in definitions)
+        self.definitions = tuple(
+            CompiledDefinition.compile(d) for d in definitions if d.kind == "regex"
+        )
+        self.json_definitions = tuple(
+            JsonDefinition.compile(d) for d in definitions if d.kind == "jsonl"
+        )
         self.timeout = timeout
         self.epoch_offset = epoch.offset
         self.epoch_pattern = regex.compile(epoch.regex) if epoch.regex else None
@@ -104,7 +193,7 @@ class Extractor:
 
     def _byte_gates(self) -> tuple[bytes, ...] | None:
         """Literals of which a raw line must contain one to be worth decoding; None: no gate."""
-        gates: list[bytes] = []
+        gates: list[bytes] = [b"{"] if self.json_definitions else []
         for d in self.definitions:
             literal = d.byte_literal()
             if literal is None:
@@ -130,10 +219,20 @@ class Extractor:
         return b"\x1b" in raw or b"\x08" in raw
 
     def new_job(
-        self, *, counts: Mapping[str, int] | None = None, last_epoch: int | None = None
+        self,
+        *,
+        counts: Mapping[str, int] | None = None,
+        last_epoch: int | None = None,
+        held: Sequence[Sequence[object]] = (),
     ) -> JobParser:
-        """Parse state for one job; `counts` resumes ordinal epochs after a restart."""
-        return JobParser(self, dict(counts or {}), last_epoch)
+        """Parse state for one job; `counts`, `last_epoch` and `held` (from `JobParser.held`)
+        resume it after a restart."""
+        parser = JobParser(self, dict(counts or {}), last_epoch)
+        for item in held:
+            if len(item) == 3 and isinstance(item[0], str) and isinstance(item[2], str):
+                epoch = item[1]
+                parser._pending[(item[0], epoch if isinstance(epoch, int) else None)] = item[2]
+        return parser
 
     def search_epoch(self, text: str, counts: ParseCounts) -> int | None:
         """The epoch the epoch regex finds in `text` (offset applied), or None."""
@@ -197,7 +296,8 @@ class Extractor:
 
 
 class JobParser:
-    """One job's parse state: the last epoch seen and each metric's value count (ordinal epochs)."""
+    """One job's parse state: the last epoch seen, each metric's value count (ordinal epochs), and
+    the values of redrawn bars (`segments: all`) that have not settled yet."""
 
     def __init__(
         self, extractor: Extractor, counts: dict[str, int], last_epoch: int | None
@@ -205,27 +305,38 @@ class JobParser:
         self.extractor = extractor
         self.value_counts = counts
         self.last_epoch = last_epoch
+        # (metric, epoch or None) -> value text: the newest redraw's value, not yet settled
+        self._pending: dict[tuple[str, int | None], str] = {}
 
     def feed(self, segments: Sequence[str], counts: ParseCounts) -> list[Sample]:
-        """Samples from one decoded line (its `\\r` segments, the last being what a terminal shows)."""
+        """Samples from one decoded line (its `\\r` segments, the last being what a terminal shows).
+
+        A `segments: all` value is held until a later segment or line shows another epoch (a
+        newer one for the same epoch replaces it) or `finish` is called at the end of the log: a
+        bar can show an epoch's label with stale values and the right ones only on a later line.
+        A value with no epoch at all settles at the end of its line.
+        """
         ex = self.extractor
         samples: list[Sample] = []
+        text = segments[-1]
         if ex._all:
-            settled: dict[tuple[str, int | None], str] = {}
+            pending = self._pending
             for segment in segments:
                 epoch = ex.search_epoch(segment, counts)
                 if epoch is not None:
                     self.last_epoch = epoch
+                    if pending:
+                        self._settle(samples, counts, keep=epoch)
                 for definition in ex._all:
                     for name, value_text, own_epoch in ex.matches(definition, segment, counts):
+                        if own_epoch is not None and pending:
+                            self._settle(samples, counts, keep=own_epoch)
                         key = (name, own_epoch if own_epoch is not None else self.last_epoch)
-                        settled.pop(key, None)  # a newer segment for the same epoch replaces it
-                        settled[key] = value_text
-            for (name, epoch_or_none), value_text in settled.items():
-                self._emit(samples, name, value_text, epoch_or_none, counts)
-            text = segments[-1]
+                        pending.pop(key, None)  # a newer segment for the same epoch replaces it
+                        pending[key] = value_text
+            if pending:
+                self._settle(samples, counts, keep=None, only_epochless=True)
         else:
-            text = segments[-1]
             epoch = ex.search_epoch(text, counts)
             if epoch is not None:
                 self.last_epoch = epoch
@@ -233,7 +344,61 @@ class JobParser:
             for name, value_text, own_epoch in ex.matches(definition, text, counts):
                 epoch = own_epoch if own_epoch is not None else self.last_epoch
                 self._emit(samples, name, value_text, epoch, counts)
+        if ex.json_definitions:
+            self._feed_json(samples, text, counts)
         return samples
+
+    def held(self) -> list[list[object]]:
+        """The redrawn-bar values not settled yet, `[metric, epoch, text]`: saved with the file
+        offset, since the lines they came from are before it and will not be read again."""
+        return [[name, epoch, text] for (name, epoch), text in self._pending.items()]
+
+    def finish(self, counts: ParseCounts) -> list[Sample]:
+        """At the end of the job's log: the redrawn-bar values still waiting to settle."""
+        samples: list[Sample] = []
+        self._settle(samples, counts, keep=None)
+        return samples
+
+    def _settle(
+        self,
+        samples: list[Sample],
+        counts: ParseCounts,
+        *,
+        keep: int | None,
+        only_epochless: bool = False,
+    ) -> None:
+        """Emit the pending values, except those at epoch `keep` (or, with `only_epochless`,
+        those that have an epoch)."""
+        if only_epochless:
+            settled = [key for key in self._pending if key[1] is None]
+        elif keep is None:
+            settled = list(self._pending)
+        else:
+            settled = [key for key in self._pending if key[1] != keep]
+        for key in settled:
+            self._emit(samples, key[0], self._pending.pop(key), key[1], counts)
+
+    def _feed_json(self, samples: list[Sample], text: str, counts: ParseCounts) -> None:
+        ex = self.extractor
+        obj = json_object(text)
+        if obj is None:
+            return  # not a JSON object: an ordinary log line, not an error
+        valid, epoch = json_epoch(obj)
+        if not valid:
+            counts.error("bad_epoch")
+            return
+        try:
+            numbers, too_large = json_numbers(obj)
+        except RecursionError:
+            return
+        counts.error("bad_number", too_large)
+        if epoch is not None:
+            epoch += ex.epoch_offset
+        else:
+            epoch = self.last_epoch
+        for definition in ex.json_definitions:
+            for name, value in definition.metrics(numbers):
+                self._record(samples, name, value, epoch, counts)
 
     def _emit(
         self,
@@ -247,6 +412,16 @@ class JobParser:
         if value is None:
             counts.error("bad_number")
             return
+        self._record(samples, name, value, epoch, counts)
+
+    def _record(
+        self,
+        samples: list[Sample],
+        name: str,
+        value: float,
+        epoch: int | None,
+        counts: ParseCounts,
+    ) -> None:
         if epoch is None:
             epoch = self.value_counts.get(name, 0) + 1
         if epoch < 1:

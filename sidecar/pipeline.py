@@ -24,7 +24,15 @@ from sidecar.config import Config
 from sidecar.decode import decode_line
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import StoreError
-from sidecar.model import Chunk, Decision, FilePosition, JobEnded, JobStatus, ParseCounts
+from sidecar.model import (
+    Chunk,
+    Decision,
+    FilePosition,
+    JobEnded,
+    JobStatus,
+    ParseCounts,
+    Sample,
+)
 from sidecar.parse import Extractor, JobParser
 from sidecar.stoppers import StopRequest, StopResult, template_context
 from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
@@ -149,9 +157,12 @@ class Pipeline:
             counts = {m: max(e for e, _ in series) for m, series in stored.values.items() if series}
             state.status = stored.status
         last_epoch = (resume or {}).get("last_epoch")
+        held = (resume or {}).get("held")
         runtime = JobRuntime(
             self.extractor.new_job(
-                counts=counts, last_epoch=last_epoch if isinstance(last_epoch, int) else None
+                counts=counts,
+                last_epoch=last_epoch if isinstance(last_epoch, int) else None,
+                held=held if isinstance(held, list) else (),
             ),
             log_path=log_path,
         )
@@ -169,7 +180,8 @@ class Pipeline:
 
     def _chunk(self, chunk: Chunk) -> None:
         position = chunk.position
-        if not chunk.lines and (chunk.tuning_job, chunk.job) not in self.runtimes:
+        held = position is not None and bool(position.resume.get("held"))
+        if not chunk.lines and not held and (chunk.tuning_job, chunk.job) not in self.runtimes:
             # no line yet to register the job at: just move the offset
             if position is not None:
                 self._write(Batch(offsets=[self._offset(position, None)]))
@@ -195,32 +207,14 @@ class Pipeline:
             state.status = JobStatus.RUNNING  # an idle job that speaks again is running again
             batch.updates.append(JobUpdate(chunk.tuning_job, chunk.job, JobStatus.RUNNING))
         counts = ParseCounts()
-        metric = self.config.objective.metric
         gate = self.extractor.might_match
         parser = runtime.parser
         for raw in chunk.lines:
             if not gate(raw):
                 continue
             samples = parser.feed(decode_line(raw), counts)
-            if not samples:
-                continue
-            batch.values.extend(
-                ValueRow(chunk.tuning_job, chunk.job, s.metric, s.epoch, s.value) for s in samples
-            )
-            for s in samples:
-                self.telemetry.metric_values.labels(s.metric).inc()
-            if not any(s.metric == metric for s in samples):
-                engine.observe(chunk.job, samples)
-                continue
-            if self.shared_store and state.decision is None and engine.enabled:
-                self._refresh(engine)
-            decision = engine.observe(chunk.job, samples)
-            self.telemetry.decision_latency.observe(time.monotonic() - chunk.read_at)
-            if decision is not None:
-                self._stop(decision, runtime)
-                batch.updates.append(
-                    JobUpdate(chunk.tuning_job, chunk.job, JobStatus.STOPPED, decision)
-                )
+            if samples:
+                self._samples(engine, chunk.job, runtime, samples, batch, read_at=chunk.read_at)
         if position is not None:
             batch.offsets.append(self._offset(position, parser))
         self._write(batch)
@@ -261,11 +255,39 @@ class Pipeline:
                 self.pending_values -= len(merged.values)
                 self.telemetry.buffered_values.set(self.pending_values)
 
+    def _samples(
+        self,
+        engine: TuningJobEngine,
+        job: str,
+        runtime: JobRuntime,
+        samples: list[Sample],
+        batch: Batch,
+        *,
+        read_at: float,
+    ) -> None:
+        """One line's samples: stored, and decided on when the objective is among them."""
+        state = engine.jobs[job]
+        batch.values.extend(ValueRow(engine.name, job, s.metric, s.epoch, s.value) for s in samples)
+        for s in samples:
+            self.telemetry.metric_values.labels(s.metric).inc()
+        if not any(s.metric == self.config.objective.metric for s in samples):
+            engine.observe(job, samples)
+            return
+        if self.shared_store and state.decision is None and engine.enabled:
+            self._refresh(engine)
+        decision = engine.observe(job, samples)
+        self.telemetry.decision_latency.observe(time.monotonic() - read_at)
+        if decision is not None:
+            self._stop(decision, runtime)
+            batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
+
     @staticmethod
     def _offset(position: FilePosition, parser: JobParser | None) -> FileOffset:
         state = dict(position.state)
         if parser is not None and parser.last_epoch is not None:
             state["last_epoch"] = parser.last_epoch
+        if parser is not None and (held := parser.held()):
+            state["held"] = held
         return FileOffset(
             position.node,
             position.file_key,
@@ -298,18 +320,21 @@ class Pipeline:
         engine = self.engines.get(ended.tuning_job)
         if engine is None or ended.job not in engine.jobs:
             return
+        batch = Batch()
+        runtime = self.runtimes.get((ended.tuning_job, ended.job))
+        if runtime is not None:  # the log ended: values a redrawn bar still held settle now
+            counts = ParseCounts()
+            samples = runtime.parser.finish(counts)
+            if samples:
+                self._samples(engine, ended.job, runtime, samples, batch, read_at=time.monotonic())
         before = engine.jobs[ended.job].status
         status = engine.end(ended.job, ended.status)
         if status is not before:
-            self._write(
-                Batch(
-                    updates=[
-                        JobUpdate(
-                            ended.tuning_job, ended.job, status, engine.jobs[ended.job].decision
-                        )
-                    ]
-                )
+            batch.updates.append(
+                JobUpdate(ended.tuning_job, ended.job, status, engine.jobs[ended.job].decision)
             )
+        self._write(batch)
+        if status is not before:
             log.info(
                 "job_ended",
                 tuning_job=ended.tuning_job,

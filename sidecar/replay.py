@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sidecar.config import Config
+from sidecar.config import Config, EarlyStoppingType
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import UsageError
 from sidecar.formats import Format
 from sidecar.logfile import FileStats, samples_by_line
-from sidecar.model import JobStatus, ParseCounts
-from sidecar.parse import Extractor
+from sidecar.model import Decision, JobStatus, ParseCounts, Sample
+from sidecar.parse import Extractor, JobParser
 from sidecar.report import job_doc, objective_doc
+from sidecar.rule import JobHistory, Rule, Verdict, make_rule
 from sidecar.store import Batch, JobUpdate, Store, ValueRow
+
+
+@dataclass(slots=True)
+class JobTrace:
+    """One job's objective as `replay --plot` draws it."""
+
+    job: str
+    order: int
+    status: str
+    values: dict[int, float] = field(default_factory=dict)  # every value in the log, by epoch
+    medians: dict[int, float] = field(default_factory=dict)  # the median each was compared with
+    stop: Decision | None = None  # where the rule stopped it (early stopping Off: would have)
+    stopped: bool = False  # it really was stopped (early stopping Auto)
+
+
+class RecordingRule:
+    """A rule that remembers the verdict of every decision it makes (for the plot's medians)."""
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.name = rule.name
+        self.verdicts: list[tuple[int, Verdict]] = []
+
+    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
+        verdict = self.rule.decide(epoch=epoch, value=value, earlier=earlier)
+        self.verdicts.append((epoch, verdict))
+        return verdict
 
 
 @dataclass(slots=True)
@@ -25,6 +53,7 @@ class ReplayResult:
     document: dict[str, Any]
     epochs_in_log: dict[str, int] = field(default_factory=dict)
     counts: ParseCounts = field(default_factory=ParseCounts)
+    traces: list[JobTrace] = field(default_factory=list)  # with `trace=True`
 
     def epochs_saved(self) -> dict[str, int]:
         """For each job, the logged epochs past the one it was stopped at."""
@@ -40,13 +69,32 @@ def job_name_for(path: Path) -> str:
     return path.stem
 
 
+def _lines_then_finish(
+    lines: Iterator[list[Sample]], parser: JobParser, counts: ParseCounts
+) -> Iterator[list[Sample]]:
+    """Each line's samples, then what settles at the end of the log (redrawn bars)."""
+    yield from lines
+    rest = parser.finish(counts)
+    if rest:
+        yield rest
+
+
 def replay(
-    config: Config, logs: Sequence[Path], store: Store, *, fmt: Format = "auto"
+    config: Config,
+    logs: Sequence[Path],
+    store: Store,
+    *,
+    fmt: Format = "auto",
+    trace: bool = False,
 ) -> ReplayResult:
     """Run the rule over `logs` in order, each job finishing before the next starts.
 
     A stopped job's log is not applied past the line that stopped it (the job would have ended
     there); it is still read to the end to count the epochs that stopping saved.
+
+    With `trace`, `traces` holds each job's objective values, the median the rule compared each
+    with, and its stop. The medians come from a second engine fed the same samples, always with
+    early stopping on (dry-run when the config says Off, so the stops are where it would have).
     """
     names = [job_name_for(p) for p in logs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -57,15 +105,28 @@ def replay(
     tuning_job = config.tuning_job
     store.ensure_tuning_job(tuning_job, config.objective)
     engine = TuningJobEngine(tuning_job, config.objective, config.early_stopping)
+    recorder = RecordingRule(make_rule(config.early_stopping, config.objective.type))
+    shadow = TuningJobEngine(
+        tuning_job,
+        config.objective,
+        config.early_stopping.model_copy(update={"type": EarlyStoppingType.AUTO}),
+        dry_run=not engine.enabled,
+        rule=recorder,
+    )
     metric = config.objective.metric
     for stored in store.load_jobs(tuning_job, metrics={metric}):
         if stored.name in names:
             raise UsageError(
                 f"job {stored.name!r} is already in store {store.url!r} for tuning job {tuning_job!r}"
             )
-        engine.restore(
-            stored.name, stored.order, stored.status, stored.values.get(metric, []), stored.decision
-        )
+        for target in (engine, shadow) if trace else (engine,):
+            target.restore(
+                stored.name,
+                stored.order,
+                stored.status,
+                stored.values.get(metric, []),
+                stored.decision,
+            )
     extractor = Extractor(
         config.all_definitions(), config.epoch_config(), timeout=config.regex_timeout_seconds
     )
@@ -74,23 +135,40 @@ def replay(
     for path, job in zip(logs, names, strict=True):
         order = store.register_job(tuning_job, job)
         engine.register(job, order)
+        job_trace = JobTrace(job, order, "")
+        if trace:
+            shadow.register(job, order)
         parser = extractor.new_job()
         stats = FileStats(counts=result.counts)
         values: list[ValueRow] = []
         decision = None
         logged_epochs = 0
-        for samples in samples_by_line(
+        lines = samples_by_line(
             path, extractor, parser, max_line_bytes=config.max_line_bytes, stats=stats, fmt=fmt
-        ):
+        )
+        for samples in _lines_then_finish(lines, parser, stats.counts):
             for s in samples:
                 if s.metric == metric:
                     logged_epochs = max(logged_epochs, s.epoch)
+                    job_trace.values[s.epoch] = s.value
             if decision is not None:
                 continue
             values.extend(ValueRow(tuning_job, job, s.metric, s.epoch, s.value) for s in samples)
             decision = engine.observe(job, samples)
+            if trace:
+                shadow.observe(job, samples)
+                for epoch, verdict in recorder.verdicts:
+                    if verdict.median is not None:
+                        job_trace.medians[epoch] = verdict.median
+                recorder.verdicts.clear()
         result.counts.error("line_too_long", stats.truncated)
         status = engine.end(job, JobStatus.COMPLETED)
+        if trace:
+            shadow.end(job, JobStatus.COMPLETED)
+            job_trace.status = status.value
+            job_trace.stop = shadow.jobs[job].decision
+            job_trace.stopped = decision is not None
+            result.traces.append(job_trace)
         store.apply(Batch(values=values, updates=[JobUpdate(tuning_job, job, status, decision)]))
         result.epochs_in_log[job] = logged_epochs
         jobs.append(

@@ -255,6 +255,10 @@ class FileTailer:
         self._make_decoder(tailed)
         self.files[key] = tailed
         self._ended.pop(name, None)
+        if resume.get("held") and tailed.decoder is not None:
+            # values a redrawn bar held at the restart: hand them on even if no line follows,
+            # so the job's end settles them
+            self._send(tailed, [], time.monotonic())
         log.debug("file_opened", path=path, job=name.job, offset=position)
 
     def _make_decoder(self, tailed: TailedFile) -> None:

@@ -122,6 +122,71 @@ class TestCheckCommand:
         assert "validation:auc (2)" in result.stdout and "train:auc (2)" in result.stdout
         assert "validation:auc@1=0.88" in result.stdout
 
+    XGB_LINES = "[0]\ttrain-logloss:0.61\tvalidation-logloss:0.63\n[1]\ttrain-logloss:0.52\tvalidation-logloss:0.55\n"
+
+    def test_preset_definitions_that_match_nothing_are_notes_not_warnings(
+        self, run_cli: Run, write_config: Callable[[str], Path], tmp_path: Path
+    ) -> None:
+        """sagemaker-xgboost defines 66 metrics; a log printing 2 of them is not a problem."""
+        log = tmp_path / "xgb.log"
+        log.write_text(self.XGB_LINES)
+        config = write_config(
+            "objective: {metric: 'validation:logloss'}\npreset: sagemaker-xgboost\n"
+        )
+        result = run_cli("check", "-c", config, log)
+        assert result.returncode == 0, result.stdout
+        notes = result.stdout.split("notes:")[1]
+        assert "64 of the preset's 66 definition(s) matched nothing" in notes
+        assert "[34] validation:accuracy" in notes
+        assert "no problems found" in result.stdout
+
+    def test_check_preset_on_a_log_notes_unmatched_definitions(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        """`check --preset` lists what the log did not print as a note and exits 0."""
+        log = tmp_path / "xgb.log"
+        log.write_text(self.XGB_LINES)
+        result = run_cli("check", "--preset", "sagemaker-xgboost", log)
+        assert result.returncode == 0, result.stdout
+        assert "64 of the preset's 66 definition(s) matched nothing" in result.stdout
+        assert "warnings:" not in result.stdout
+
+    def test_user_definition_and_objective_that_match_nothing_still_warn(
+        self, run_cli: Run, write_config: Callable[[str], Path], tmp_path: Path
+    ) -> None:
+        """Beside a preset, a user's own definition and the objective's definition that match
+        nothing are warnings (exit 1); the preset's other unmatched definitions are notes."""
+        log = tmp_path / "xgb.log"
+        log.write_text(self.XGB_LINES)
+        config = write_config(
+            "objective: {metric: 'validation:auc'}\n"
+            "preset: sagemaker-xgboost\n"
+            "metric_definitions:\n"
+            "  - {Name: mine, Regex: 'never-here=([0-9.]+)'}\n"
+        )
+        result = run_cli("check", "-c", config, log)
+        assert result.returncode == 1
+        notes, warnings = result.stdout.split("notes:")[1].split("warnings:")
+        assert "63 of the preset's 66 definition(s) matched nothing" in notes
+        assert "[35] validation:auc," not in notes
+        assert "definition [67] 'mine': matched nothing" in warnings
+        assert "definition [35] 'validation:auc': matched nothing" in warnings
+        assert "objective metric 'validation:auc' was not extracted" in warnings
+
+    def test_check_jsonl_preset_shows_the_keys_it_reads(self, run_cli: Run, tmp_path: Path) -> None:
+        """The jsonl preset on a JSON-lines log: every numeric key, nested ones dotted."""
+        log = tmp_path / "loop.log"
+        log.write_text(
+            "starting\n"
+            '{"epoch": 1, "train": {"loss": 0.9}, "val_loss": 0.8, "tag": "a"}\n'
+            '{"epoch": 2, "train": {"loss": 0.7}, "val_loss": 0.6, "tag": "b"}\n'
+        )
+        result = run_cli("check", "--preset", "jsonl", log)
+        assert result.returncode == 0, result.stdout
+        assert "(JSON lines)" in result.stdout
+        assert "metrics: train.loss (2), val_loss (2)" in result.stdout
+        assert "val_loss@1=0.8" in result.stdout
+
     def test_unknown_preset_exits_2(self, run_cli: Run) -> None:
         """An unknown preset names the available ones."""
         result = run_cli("check", "--preset", "nope")

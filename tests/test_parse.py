@@ -5,6 +5,7 @@ bars, regex timeouts, the byte gate, and whole files through logfile.samples_by_
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sidecar.config import EpochConfig, MetricDefinition
 from sidecar.decode import decode_line
@@ -52,14 +54,18 @@ def parse(
     *,
     parser: JobParser | None = None,
     counts: ParseCounts | None = None,
+    finish: bool = True,
 ) -> list[Sample]:
-    """Every sample of `lines`, each decoded as a raw log line and fed to one job's parser."""
+    """Every sample of `lines`, each decoded as a raw log line and fed to one job's parser, then
+    (with `finish`) what settles at the end of the log."""
     parser = parser if parser is not None else extractor.new_job()
     counts = counts if counts is not None else ParseCounts()
     samples: list[Sample] = []
     for line in lines:
         raw = line.encode() if isinstance(line, str) else line
         samples += parser.feed(decode_line(raw), counts)
+    if finish:
+        samples += parser.finish(counts)
     return samples
 
 
@@ -501,6 +507,255 @@ class TestRedrawnBars:
             b"\x1b[2KEpoch 1: 100%|\x1b[32m##\x1b[0m| val_loss=0.7\r"
         )
         assert parse(extractor, [raw]) == [Sample("val_loss", 1, 0.8), Sample("val_loss", 2, 0.7)]
+
+    def bar(self) -> Extractor:
+        return make_extractor(
+            definition("val_loss", r"val_loss=([0-9.]+)", segments="all"),
+            epoch=r"Epoch (\d+):",
+            offset=1,
+        )
+
+    def test_a_value_does_not_settle_at_the_end_of_its_line(self) -> None:
+        """The last segment of a line is held: the next line may show the epoch's true value."""
+        extractor = self.bar()
+        parser = extractor.new_job()
+        counts = ParseCounts()
+        assert parser.feed(decode_line(b"Epoch 0: 100%|..| val_loss=0.9"), counts) == []
+        assert parser.feed(decode_line(b"Validation: 100%|..|"), counts) == []
+        assert parser.feed(decode_line(b"\rEpoch 0: 100%|..| val_loss=0.8"), counts) == []
+        assert parser.finish(counts) == [Sample("val_loss", 1, 0.8)]
+
+    def test_lightning_stale_value_is_replaced_by_the_value_after_validation(self) -> None:
+        """Lightning's bar labels epoch 1 with epoch 0's val_loss until validation ends (on
+        later lines): only the true value is emitted, when epoch 2's label appears."""
+        lines = [
+            "Epoch 0: 100%|..| 9/9 [val_loss=0.715]\rEpoch 1:   0%|..| 0/9 [val_loss=0.715]"
+            "\rEpoch 1: 100%|..| 9/9 [val_loss=0.715]",
+            "\rValidation DataLoader 0: 100%|..| 3/3 [00:00<00:00]\x1b[A",
+            "\r          \x1b[A\rEpoch 1: 100%|..| 9/9 [val_loss=0.476]"
+            "\rEpoch 2:   0%|..| 0/9 [val_loss=0.476]",
+        ]
+        extractor = self.bar()
+        parser = extractor.new_job()
+        assert parse(extractor, lines, parser=parser, finish=False) == [
+            Sample("val_loss", 1, 0.715),
+            Sample("val_loss", 2, 0.476),
+        ]
+        assert parser.finish(ParseCounts()) == [Sample("val_loss", 3, 0.476)]
+
+    def test_finish_returns_the_held_values_once(self) -> None:
+        """After `finish` nothing is held: a second call returns nothing."""
+        extractor = self.bar()
+        parser = extractor.new_job()
+        parse(extractor, [self.LIGHTNING], parser=parser, finish=False)
+        assert parser.finish(ParseCounts()) == [Sample("val_loss", 2, 0.7)]
+        assert parser.finish(ParseCounts()) == []
+
+    def test_an_earlier_epoch_settles_the_held_value(self) -> None:
+        """A log that starts over (epoch 0 after epoch 3) settles the value held for epoch 4."""
+        extractor = self.bar()
+        parser = extractor.new_job()
+        counts = ParseCounts()
+        assert parser.feed(decode_line(b"Epoch 3: val_loss=0.5"), counts) == []
+        assert parser.feed(decode_line(b"Epoch 0: val_loss=0.9"), counts) == [
+            Sample("val_loss", 4, 0.5)
+        ]
+        assert parser.finish(counts) == [Sample("val_loss", 1, 0.9)]
+
+    def test_values_without_an_epoch_settle_at_the_end_of_their_line(self) -> None:
+        """With no epoch anywhere, a line's last redraw is the value (its ordinal epoch)."""
+        extractor = make_extractor(definition("loss", r"loss=([0-9.]+)", segments="all"))
+        parser = extractor.new_job()
+        counts = ParseCounts()
+        assert parser.feed(decode_line(b"loss=0.9\rloss=0.8"), counts) == [Sample("loss", 1, 0.8)]
+        assert parser.feed(decode_line(b"loss=0.7"), counts) == [Sample("loss", 2, 0.7)]
+        assert parser.finish(counts) == []
+
+    def test_finish_without_redrawn_bars_returns_nothing(self) -> None:
+        """Last-segment definitions emit at once: nothing is left for the end of the log."""
+        extractor = make_extractor(definition("loss", r"loss=([0-9.]+)"))
+        parser = extractor.new_job()
+        assert parser.feed(decode_line(b"loss=0.9"), ParseCounts()) == [Sample("loss", 1, 0.9)]
+        assert parser.finish(ParseCounts()) == []
+
+
+def jsonl(name: str = "{key}") -> dict[str, Any]:
+    """A `kind: jsonl` definition."""
+    return {"Name": name, "kind": "jsonl"}
+
+
+NAN, INF = math.nan, math.inf
+
+
+class TestJsonLines:
+    """`kind: jsonl`: a line that is a JSON object gives each of its numbers as a metric."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            ('{"epoch": 3, "val_loss": 0.5}', [("val_loss", 3, 0.5)]),
+            ('{"epoch": 3.0, "loss": 1}', [("loss", 3, 1.0)]),
+            ('{"step": 7, "loss": 0.5}', [("loss", 7, 0.5)]),
+            ('{"epoch": 2, "step": 700, "loss": 0.5}', [("loss", 2, 0.5)]),
+            ('{"loss": 0.5, "epoch": 2}', [("loss", 2, 0.5)]),
+            (
+                '{"epoch": 1, "train": {"loss": 0.4, "acc": {"top1": 0.9}}, "val_loss": 0.3}',
+                [("train.loss", 1, 0.4), ("train.acc.top1", 1, 0.9), ("val_loss", 1, 0.3)],
+            ),
+            (
+                '{"epoch": 1, "name": "x", "ok": true, "none": null, "arr": [1, 2], "loss": 0.3}',
+                [("loss", 1, 0.3)],
+            ),
+            ('{"epoch": 1, "train": {"epoch": 5}}', [("train.epoch", 1, 5.0)]),
+            (
+                '{"epoch": 1, "loss": NaN, "g": Infinity, "h": -Infinity, "big": 1e400}',
+                [("loss", 1, NAN), ("g", 1, INF), ("h", 1, -INF), ("big", 1, INF)],
+            ),
+            ('  {"epoch": 1, "loss": 0.3}  ', [("loss", 1, 0.3)]),
+            ('\x1b[32m{"epoch": 1, "loss": 0.3}\x1b[0m', [("loss", 1, 0.3)]),
+            ('step 1/9 [==   ]\r{"epoch": 1, "loss": 0.3}\r', [("loss", 1, 0.3)]),
+            ('{"epoch": 1, "loss": 0.3}\rstep 1/9 [==   ]', []),
+            ('{"epoch": 1, "note": "a } in text", "loss": -2e-3}', [("loss", 1, -0.002)]),
+        ],
+    )
+    def test_numbers_of_a_json_object_line_are_metrics(
+        self, line: str, expected: list[tuple[str, int, float]]
+    ) -> None:
+        """Every int/float (not bool) is a metric by its dotted key; the epoch from `epoch`,
+        else `step`, which are not metrics themselves; only what a terminal shows last counts."""
+        counts = ParseCounts()
+        got = [
+            (s.metric, s.epoch, s.value)
+            for s in parse(make_extractor(jsonl()), [line], counts=counts)
+        ]
+        assert len(got) == len(expected)
+        for (metric, epoch, value), want in zip(got, expected, strict=True):
+            assert (metric, epoch) == want[:2]
+            assert same_number(value, want[2])
+        assert counts == ParseCounts()
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "not json at all",
+            "[1, 2, 3]",
+            '"a string"',
+            "42",
+            "null",
+            '{"broken": ',
+            "{not json}",
+            '{"a": 1} {"b": 2}',
+            '{"a": 1} and more',
+            "",
+            "{}",
+            '{"epoch": 2}',
+            '{"epoch": 2, "phase": "val", "flags": [1.0]}',
+        ],
+    )
+    def test_lines_that_are_not_objects_with_numbers_give_nothing_and_no_error(
+        self, line: str
+    ) -> None:
+        """Other lines of the log, and objects without a number, are not errors."""
+        counts = ParseCounts()
+        assert parse(make_extractor(jsonl()), [line], counts=counts) == []
+        assert counts == ParseCounts()
+
+    @pytest.mark.parametrize(
+        ("line", "reason"),
+        [
+            ('{"epoch": 1.5, "loss": 0.3}', "bad_epoch"),
+            ('{"epoch": "3", "loss": 0.3}', "bad_epoch"),
+            ('{"epoch": true, "loss": 0.3}', "bad_epoch"),
+            ('{"epoch": null, "loss": 0.3}', "bad_epoch"),
+            ('{"epoch": NaN, "loss": 0.3}', "bad_epoch"),
+            ('{"step": 2.5, "loss": 0.3}', "bad_epoch"),
+            ('{"epoch": 0, "loss": 0.3}', "epoch_below_1"),
+            ('{"step": -4, "loss": 0.3}', "epoch_below_1"),
+            ('{"epoch": 1, "loss": 1' + "0" * 400 + "}", "bad_number"),
+        ],
+    )
+    def test_bad_epochs_and_numbers_are_counted_and_skipped(self, line: str, reason: str) -> None:
+        """An epoch that is not a whole number >= 1, or an integer too big for a float, is
+        counted under its reason and gives no sample."""
+        counts = ParseCounts()
+        assert parse(make_extractor(jsonl()), [line], counts=counts) == []
+        assert counts.errors == {reason: 1}
+
+    def test_without_epoch_or_step_a_metrics_kth_value_is_epoch_k(self) -> None:
+        """No `epoch`/`step` key and no epoch regex: ordinal epochs, counted per metric."""
+        lines = ['{"loss": 0.5}', '{"loss": 0.4, "acc": 0.7}', "noise", '{"loss": 0.3}']
+        assert parse(make_extractor(jsonl()), lines) == [
+            Sample("loss", 1, 0.5),
+            Sample("loss", 2, 0.4),
+            Sample("acc", 1, 0.7),
+            Sample("loss", 3, 0.3),
+        ]
+
+    def test_without_epoch_or_step_the_epoch_regex_applies(self) -> None:
+        """An object without its own epoch takes the epoch regex's (same or earlier line)."""
+        extractor = make_extractor(jsonl(), epoch=r"^Epoch (\d+)/")
+        lines = ["Epoch 4/10", '{"loss": 0.3}', '{"epoch": 9, "loss": 0.2}']
+        assert parse(extractor, lines) == [Sample("loss", 4, 0.3), Sample("loss", 9, 0.2)]
+
+    def test_epoch_offset_is_added_to_the_objects_epoch(self) -> None:
+        """A loop counting epochs from 0 works with `epoch.offset: 1`."""
+        extractor = make_extractor(jsonl(), offset=1)
+        assert parse(extractor, ['{"epoch": 0, "loss": 0.3}']) == [Sample("loss", 1, 0.3)]
+
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("{key}", ["train.loss", "val_loss"]),
+            ("run1/{key}", ["run1/train.loss", "run1/val_loss"]),
+            ("val_loss", ["val_loss"]),
+            ("train.loss", ["train.loss"]),
+            ("absent", []),
+        ],
+    )
+    def test_name_template_or_plain_name_selects_metrics(
+        self, name: str, expected: list[str]
+    ) -> None:
+        """`{key}` takes every number (also inside a longer name); a plain name one dotted key."""
+        line = '{"epoch": 1, "train": {"loss": 0.4}, "val_loss": 0.3}'
+        assert [s.metric for s in parse(make_extractor(jsonl(name)), [line])] == expected
+
+    def test_jsonl_and_regex_definitions_read_the_same_line(self) -> None:
+        """A config may mix both kinds: each reads the line on its own."""
+        extractor = make_extractor(jsonl(), definition("raw", r'"loss": ([0-9.]+)'))
+        assert parse(extractor, ['{"epoch": 2, "loss": 0.5}']) == [
+            Sample("raw", 1, 0.5),
+            Sample("loss", 2, 0.5),
+        ]
+
+    @pytest.mark.parametrize(
+        ("raw", "might"),
+        [
+            (b'{"epoch": 1, "loss": 0.3}', True),
+            (b'  {"loss": 0.3}', True),
+            (b"epoch 1 loss=0.3", False),
+            (b"", False),
+        ],
+    )
+    def test_byte_gate_passes_only_lines_with_a_brace(self, raw: bytes, might: bool) -> None:
+        """With only jsonl definitions, a line without `{` is never decoded."""
+        assert make_extractor(jsonl()).might_match(raw) is might
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({"Name": "{key}", "kind": "jsonl", "Regex": "x=(1)"}, "takes no Regex"),
+            ({"Name": "{set}", "kind": "jsonl"}, "only {key}"),
+            ({"Name": "{key}", "kind": "jsonl", "segments": "all"}, "segments: all"),
+            ({"Name": "loss"}, "kind: jsonl"),
+        ],
+    )
+    def test_wrong_jsonl_definitions_are_config_errors(
+        self, fields: dict[str, Any], message: str
+    ) -> None:
+        """A jsonl definition has no Regex, only `{key}` placeholders, no `segments: all`; a
+        definition without a Regex must say `kind: jsonl`."""
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            MetricDefinition.model_validate(fields)
 
 
 class TestRegexTimeout:

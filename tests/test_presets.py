@@ -40,22 +40,13 @@ EXPECTED_PRESETS = {
     "lightning",
     "sklearn",
     "keyvalue",
+    "jsonl",
     "sagemaker-xgboost",
     "sagemaker-linear-learner",
     "sagemaker-image-classification",
     "sagemaker-object-detection",
     "sagemaker-seq2seq",
     "sagemaker-ip-insights",
-}
-# Presets whose parser is not in the sidecar yet; their suites are skipped until it is.
-PENDING = {"jsonl": "the jsonl preset (a JSON-lines definition kind) is not implemented yet"}
-# Suites where a stale value is emitted before the right one for the same epoch (see the test).
-STALE_VALUES = {
-    "lightning": (
-        "Lightning's tqdm bar shows epoch N's label with epoch N-1's validation values until "
-        "validation ends, and the validation bar's own lines end the bar's line in between: the "
-        "stale value settles at that line end (DESIGN §1 'Redrawn bars') and is replaced later"
-    ),
 }
 
 
@@ -69,13 +60,8 @@ def truth(path: Path) -> dict[str, Any]:
     return doc
 
 
-def skip_pending(preset: str) -> None:
-    if preset not in preset_names():
-        pytest.skip(PENDING.get(preset, f"preset {preset!r} does not exist"))
-
-
 def parse(path: Path, preset_name: str, fmt: Any = "auto") -> tuple[list[Sample], FileStats]:
-    """Every sample the preset extracts from one log, in order."""
+    """Every sample the preset extracts from one log, in order (the end of the log included)."""
     preset = load_preset(preset_name)
     extractor = Extractor(preset.metric_definitions, preset.epoch, timeout=5.0)
     parser = extractor.new_job()
@@ -85,6 +71,7 @@ def parse(path: Path, preset_name: str, fmt: Any = "auto") -> tuple[list[Sample]
         path, extractor, parser, max_line_bytes=MAX_LINE, stats=stats, fmt=fmt
     ):
         samples.extend(line)
+    samples.extend(parser.finish(stats.counts))
     return samples, stats
 
 
@@ -162,7 +149,6 @@ def test_preset_loads_with_description_and_origin(name: str) -> None:
 @pytest.mark.parametrize(("suite", "log"), ALL_LOGS, ids=[f"{s}/{g}" for s, g in ALL_LOGS])
 def test_log_yields_ground_truth(suite: str, log: str) -> None:
     info = manifest(suite)
-    skip_pending(info["preset"])
     path = SAMPLE_LOGS / suite / log
     samples, stats = parse(path, info["preset"])
     doc = truth(path.with_name(log.removesuffix(".log") + ".truth.json"))
@@ -172,21 +158,12 @@ def test_log_yields_ground_truth(suite: str, log: str) -> None:
     assert stats.truncated == 0
 
 
-def _emitted_params() -> list[Any]:
-    params = []
-    for suite, log in ALL_LOGS:
-        marks = []
-        if suite in STALE_VALUES:
-            marks.append(pytest.mark.xfail(strict=True, reason=STALE_VALUES[suite]))
-        params.append(pytest.param(suite, log, marks=marks, id=f"{suite}/{log}"))
-    return params
-
-
-@pytest.mark.parametrize(("suite", "log"), _emitted_params())
+@pytest.mark.parametrize(("suite", "log"), ALL_LOGS, ids=[f"{s}/{g}" for s, g in ALL_LOGS])
 def test_every_emitted_value_is_the_epochs_true_value(suite: str, log: str) -> None:
-    """The rule decides on each value as it is emitted: none may be a stale one replaced later."""
+    """The rule decides on each value as it is emitted: none may be a stale one replaced later
+    (Lightning's tqdm bar shows an epoch's label with the previous epoch's validation values
+    until validation ends, on a later line: DESIGN §1 "Redrawn bars")."""
     info = manifest(suite)
-    skip_pending(info["preset"])
     path = SAMPLE_LOGS / suite / log
     samples, _ = parse(path, info["preset"])
     want = expected_series(truth(path.with_name(log.removesuffix(".log") + ".truth.json")))
@@ -227,7 +204,6 @@ def replay_cli() -> Callable[[str], dict[str, Any]]:
 def test_replay_gives_expected_decisions(
     suite: str, replay_cli: Callable[[str], dict[str, Any]]
 ) -> None:
-    skip_pending(manifest(suite)["preset"])
     expected = json.loads((SAMPLE_LOGS / suite / "expected_replay.json").read_text())
     assert replay_cli(suite) == expected
 
@@ -256,7 +232,6 @@ def _format_copies() -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("copy", _format_copies(), ids=lambda c: c["log"])
 def test_container_log_copy_parses_like_the_plain_log(copy: dict[str, Any]) -> None:
-    skip_pending(copy["preset"])
     samples, stats = parse(SAMPLE_LOGS / "formats" / copy["log"], copy["preset"])
     assert stats.format == copy["format"]
     assert stats.bad_records == 0
