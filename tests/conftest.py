@@ -126,11 +126,14 @@ def podman_socket(podman_image: str, tmp_path_factory: pytest.TempPathFactory) -
     import time
 
     sock = tmp_path_factory.mktemp("podman") / "podman.sock"
-    proc = subprocess.Popen(
-        ["podman", "--runtime", "runc", "system", "service", "--time=0", f"unix://{sock}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # its log goes to a file: a pipe nobody reads would fill up and block the service
+    service_log = sock.parent / "service.log"
+    with service_log.open("wb") as err:
+        proc = subprocess.Popen(
+            ["podman", "--runtime", "runc", "system", "service", "--time=0", f"unix://{sock}"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     url = f"unix://{sock}"
     try:
         import docker
@@ -138,12 +141,16 @@ def podman_socket(podman_image: str, tmp_path_factory: pytest.TempPathFactory) -
         deadline = time.monotonic() + 30
         while True:
             try:
-                docker.DockerClient(base_url=url).ping()
+                client = docker.DockerClient(base_url=url)
+                try:
+                    client.ping()
+                finally:
+                    client.close()
                 break
             except Exception as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                    skip_or_fail(f"podman system service did not start: {exc} {err[-300:]}")
+                    text = service_log.read_text(errors="replace")
+                    skip_or_fail(f"podman system service did not start: {exc} {text[-300:]}")
                 time.sleep(0.1)
         yield url
     finally:
@@ -152,3 +159,56 @@ def podman_socket(podman_image: str, tmp_path_factory: pytest.TempPathFactory) -
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+
+
+# PostgreSQL --------------------------------------------------------------------------------
+# Tests use SIDECAR_TEST_POSTGRES_DSN when set, else this server (trust auth); each test gets a
+# schema of its own, created for it and dropped after.
+DEFAULT_TEST_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with query parameters added (percent-encoded, spaces as %20 as libpq wants)."""
+    from urllib.parse import quote, urlencode
+
+    return url + ("&" if "?" in url else "?") + urlencode(params, quote_via=quote)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test server's URL; skips (fails under CI) when psycopg or the server is missing."""
+    dsn = os.environ.get("SIDECAR_TEST_POSTGRES_DSN") or DEFAULT_TEST_POSTGRES_DSN
+    try:
+        import psycopg
+    except ImportError:
+        skip_or_fail("psycopg is not installed (pip install -e '.[postgres]')")
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        skip_or_fail(f"no PostgreSQL server answers at {dsn} ({' '.join(str(exc).split())})")
+    return dsn
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh schema `t_<hex>` on the test server, dropped (with everything in it) after."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE".encode())
+
+
+@pytest.fixture
+def postgres_url(postgres_dsn: str, postgres_schema: str) -> str:
+    """A `postgresql://` store URL whose search_path is the test's own schema."""
+    return with_query(postgres_dsn, options=f"-csearch_path={postgres_schema}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import pytest
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import SchemaVersionError, StoreError
-from sidecar.model import Decision, JobStatus
-from sidecar.store import Batch, FileOffset, JobUpdate, ValueRow, open_store
-from sidecar.store.sqlite import SCHEMA_VERSION, SqliteStore
+from sidecar.store import Batch, ValueRow, open_store
+from sidecar.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, migrate
 
 OBJECTIVE = Objective(metric="val_loss", type=ObjectiveType.MINIMIZE)
 
@@ -92,73 +90,28 @@ class TestJobs:
         ]
         assert orders == [1, 2, 3]
 
-    def test_values_roundtrip_including_nan_and_infinities(self, store: SqliteStore) -> None:
-        """NaN (stored as NULL), inf and -inf come back as they went in; an epoch is replaced, not duplicated."""
-        store.register_job("t", "a")
-        rows = [
-            ValueRow("t", "a", "val_loss", e, v)
-            for e, v in [(1, 1.0), (2, math.nan), (3, math.inf), (4, -math.inf)]
+
+class TestSqliteSpecifics:
+    def test_upgrade_to_v2_moves_the_write_counter_into_tuning_jobs(self, tmp_path: Path) -> None:
+        """v1's single write_sequence row becomes each tuning job's starting write_seq."""
+        path = tmp_path / "h.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        assert migrate(db, str(path), MIGRATIONS[:1]) == 1
+        db.execute("INSERT INTO tuning_jobs VALUES ('t', 'loss', 'Minimize', 0)")
+        db.execute("INSERT INTO tuning_jobs VALUES ('u', 'loss', 'Minimize', 0)")
+        db.execute("UPDATE write_sequence SET value = 17")
+        db.close()
+        SqliteStore(str(path)).close()
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT name, write_seq FROM tuning_jobs ORDER BY name").fetchall() == [
+            ("t", 17),
+            ("u", 17),
         ]
-        store.apply(Batch(values=rows))
-        store.apply(Batch(values=[ValueRow("t", "a", "val_loss", 1, 0.5)]))
-        (job,) = store.load_jobs("t")
-        series = job.values["val_loss"]
-        assert [e for e, _ in series] == [1, 2, 3, 4]
-        assert series[0][1] == 0.5 and math.isnan(series[1][1])
-        assert series[2][1] == math.inf and series[3][1] == -math.inf
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "write_sequence" not in tables
 
-    def test_status_and_decision_roundtrip(self, store: SqliteStore) -> None:
-        """A stop decision's evidence is stored with the job and read back."""
-        store.register_job("t", "a")
-        decision = Decision("t", "a", 3, 0.9, 0.8, 4, "sagemaker", dry_run=True)
-        store.apply(Batch(updates=[JobUpdate("t", "a", JobStatus.STOPPED, decision)]))
-        (job,) = store.load_jobs("t")
-        assert job.status is JobStatus.STOPPED
-        assert job.decision == decision
-
-    def test_load_jobs_filters_metrics(self, store: SqliteStore) -> None:
-        """Only the asked metrics are loaded."""
-        store.register_job("t", "a")
-        store.apply(
-            Batch(
-                values=[ValueRow("t", "a", "val_loss", 1, 1.0), ValueRow("t", "a", "acc", 1, 0.5)]
-            )
-        )
-        (job,) = store.load_jobs("t", metrics={"acc"})
-        assert job.values == {"acc": [(1, 0.5)]}
-
-
-class TestOffsets:
-    def test_offsets_are_written_with_values_in_one_transaction(self, store: SqliteStore) -> None:
-        """A failing batch leaves neither its values nor its offsets behind."""
-        store.register_job("t", "a")
-        good = FileOffset("node1", "1:2", "fp", "/x.log", 100)
-        store.apply(Batch(values=[ValueRow("t", "a", "val_loss", 1, 1.0)], offsets=[good]))
-        assert store.offsets("node1")["1:2"].offset == 100
-        # an update of a job in a tuning job that does not exist violates nothing, so force a
-        # failure through a value row whose epoch is not an integer column value
-        bad_offset = FileOffset("node1", "1:2", "fp", "/x.log", 200)
-        with pytest.raises(sqlite3.Error):
-            store.apply(
-                Batch(
-                    values=[
-                        ValueRow("t", "a", "val_loss", 2, 0.5),
-                        ValueRow("t", "a", None, 3, 0.5),
-                    ],  # type: ignore[arg-type]
-                    offsets=[bad_offset],
-                )
-            )
-        assert store.offsets("node1")["1:2"].offset == 100
-        (job,) = store.load_jobs("t")
-        assert job.values["val_loss"] == [(1, 1.0)]
-
-    def test_offsets_are_per_node(self, store: SqliteStore) -> None:
-        """Each node sees only its own offsets."""
-        store.apply(
-            Batch(
-                offsets=[FileOffset("n1", "k", "f", "/a", 1), FileOffset("n2", "k", "f", "/a", 2)]
-            )
-        )
-        assert store.offsets("n1")["k"].offset == 1
-        assert store.offsets("n2")["k"].offset == 2
-        assert store.ping()
+    def test_driver_errors_are_store_errors(self, store: SqliteStore) -> None:
+        """A sqlite3 error inside a protocol method is a StoreError naming what failed."""
+        with pytest.raises(StoreError, match="cannot apply a batch") as info:
+            store.apply(Batch(values=[ValueRow("t", "a", None, 1, 1.0)]))  # type: ignore[arg-type]
+        assert isinstance(info.value.__cause__, sqlite3.Error)

@@ -69,7 +69,10 @@ class StoredJob:
 
 
 class Store(Protocol):
-    """What the sidecar needs from a history store."""
+    """What the sidecar needs from a history store.
+
+    Every method raises StoreError (never a driver's exception) when the store cannot do it;
+    writes are idempotent, so a caller may retry one that failed."""
 
     url: str
 
@@ -78,11 +81,15 @@ class Store(Protocol):
         ...
 
     def register_job(self, tuning_job: str, job: str) -> int:
-        """The job's launch order, assigning the next one if the job is new."""
+        """The job's launch order, assigning the next one if the job is new: later than every
+        job registered before, the same for every caller, whichever process or node registered
+        it. (SQLite counts 1, 2, 3 per tuning job; PostgreSQL takes orders from one sequence,
+        with gaps.) The tuning job must exist."""
         ...
 
     def apply(self, batch: Batch) -> None:
-        """Write values, status changes and offsets in one transaction."""
+        """Write values (replacing a stored epoch's), status changes and offsets in one
+        transaction: all or nothing. The tuning jobs of its values and updates must exist."""
         ...
 
     def tuning_jobs(self) -> list[tuple[str, Objective]]:
@@ -163,7 +170,7 @@ def open_store(url: str, *, must_exist: bool = False) -> Store:
     a bare path (SQLite), or `postgresql://...`. `must_exist`: never create a new SQLite file."""
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from sidecar.store.postgres import PostgresStore  # type: ignore[import-not-found]
+            from sidecar.store.postgres import PostgresStore
         except ImportError as exc:
             raise StoreError(
                 f"store {url!r} needs the PostgreSQL extra: pip install 'early-stopping-sidecar[postgres]' ({exc})"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar.config import Objective, ObjectiveType
-from sidecar.errors import SchemaVersionError, StoreError
+from sidecar.errors import StoreError
 from sidecar.model import JobStatus
 from sidecar.store import (
     Batch,
@@ -21,10 +21,12 @@ from sidecar.store import (
     from_column,
     to_column,
 )
+from sidecar.store.migrations import pending, statements
 
 MEMORY = ":memory:"
 
-# Each entry migrates from the previous version; a store records the highest one applied.
+# Entry k migrates version k-1 to k (see sidecar.store.migrations); never edit a released entry,
+# append a new one. Versions are in lockstep with sidecar.store.postgres.MIGRATIONS.
 MIGRATIONS: list[str] = [
     """
     CREATE TABLE tuning_jobs (
@@ -74,6 +76,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (node, file_key)
     );
     """,
+    # 2: one write counter per tuning job (tuning_jobs.write_seq) instead of one for the whole
+    # store, as on PostgreSQL, where it serialises only the writers of one tuning job. Starting
+    # every tuning job's counter at the old global value keeps each stored seq at or below it, so
+    # a cursor taken before the upgrade misses nothing after it.
+    """
+    ALTER TABLE tuning_jobs ADD COLUMN write_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE tuning_jobs SET write_seq = (SELECT value FROM write_sequence);
+    DROP TABLE write_sequence;
+    DROP INDEX metric_values_by_seq;
+    CREATE INDEX metric_values_by_cursor ON metric_values (tuning_job, metric, seq);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -94,8 +107,31 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+def migrate(db: sqlite3.Connection, url: str, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the schema of `db` (an autocommit connection) to the last of `migrations` in one
+    transaction; returns the version it is at. Raises SchemaVersionError, touching nothing, when
+    the store is newer. BEGIN IMMEDIATE makes processes opening one file at once take turns."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        current = int(row[0]) if row and row[0] is not None else 0
+        for version, script in pending(url, current, migrations):
+            for statement in statements(script):
+                db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            current = version
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return current
+
+
 class SqliteStore:
-    """History in one SQLite file in WAL mode; every write is one `BEGIN IMMEDIATE` transaction."""
+    """History in one SQLite file in WAL mode; every write is one `BEGIN IMMEDIATE` transaction.
+
+    Every sqlite3 error is raised as a StoreError naming the store and what failed."""
 
     def __init__(self, path: str, *, url: str | None = None) -> None:
         self.url = url or f"sqlite://{path}"
@@ -117,50 +153,49 @@ class SqliteStore:
                 # NORMAL in WAL mode: a process crash (kill -9) loses no committed transaction
                 self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            migrate(self._db, self.url)
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.url!r}: cannot open: {exc}") from None
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, what: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction: BEGIN IMMEDIATE to write (writers take turns), a plain BEGIN to read
+        one consistent snapshot. sqlite3 errors become StoreErrors saying `what` failed."""
         with self._lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = int(row[0]) if row and row[0] is not None else 0
-            if current > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"store {self.url!r} has schema version {current}, newer than this sidecar's "
-                    f"{SCHEMA_VERSION}: upgrade the sidecar"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[version - 1].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield db
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.url!r}: cannot {what}: {exc}") from exc
 
     def schema_version(self) -> int:
         """The schema version this store is at."""
-        with self._lock:
-            return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+        with self._transaction("read the schema version", write=False) as db:
+            return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
 
-    @staticmethod
-    def _next_seq(db: sqlite3.Connection) -> int:
-        db.execute("UPDATE write_sequence SET value = value + 1")
-        return int(db.execute("SELECT value FROM write_sequence").fetchone()[0])
+    def _next_seq(self, db: sqlite3.Connection, tuning_job: str) -> int:
+        """The tuning job's next write number. Writers of a store take turns (BEGIN IMMEDIATE),
+        so write numbers are in commit order: see `changes`."""
+        row = db.execute(
+            "UPDATE tuning_jobs SET write_seq = write_seq + 1 WHERE name = ? RETURNING write_seq",
+            (tuning_job,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(
+                f"store {self.url!r}: tuning job {tuning_job!r} is not in the store "
+                "(ensure_tuning_job first)"
+            )
+        return int(row[0])
 
     def ensure_tuning_job(self, name: str, objective: Objective) -> None:
-        with self._transaction() as db:
+        with self._transaction(f"create tuning job {name!r}") as db:
             db.execute(
                 "INSERT OR IGNORE INTO tuning_jobs (name, objective_metric, objective_type, created_at)"
                 " VALUES (?, ?, ?, ?)",
@@ -168,12 +203,13 @@ class SqliteStore:
             )
 
     def register_job(self, tuning_job: str, job: str) -> int:
-        with self._transaction() as db:
+        with self._transaction(f"register job {job!r}") as db:
             row = db.execute(
                 "SELECT launch_order FROM jobs WHERE tuning_job = ? AND name = ?", (tuning_job, job)
             ).fetchone()
             if row is not None:
                 return int(row[0])
+            seq = self._next_seq(db, tuning_job)
             (order,) = db.execute(
                 "SELECT COALESCE(MAX(launch_order), 0) + 1 FROM jobs WHERE tuning_job = ?",
                 (tuning_job,),
@@ -181,7 +217,7 @@ class SqliteStore:
             db.execute(
                 "INSERT INTO jobs (tuning_job, name, launch_order, status, started_at, seq)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (tuning_job, job, order, JobStatus.RUNNING.value, time.time(), self._next_seq(db)),
+                (tuning_job, job, order, JobStatus.RUNNING.value, time.time(), seq),
             )
             return int(order)
 
@@ -189,15 +225,23 @@ class SqliteStore:
         if not batch:
             return
         now = time.time()
-        with self._transaction() as db:
-            seq = self._next_seq(db) if batch.values or batch.updates else 0
+        with self._transaction("apply a batch") as db:
+            touched = {v.tuning_job for v in batch.values} | {u.tuning_job for u in batch.updates}
+            seqs = {name: self._next_seq(db, name) for name in sorted(touched)}
             if batch.values:
                 db.executemany(
                     "INSERT INTO metric_values (tuning_job, job, metric, epoch, value, seq)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tuning_job, job, metric, epoch)"
                     " DO UPDATE SET value = excluded.value, seq = excluded.seq",
                     [
-                        (v.tuning_job, v.job, v.metric, v.epoch, to_column(v.value), seq)
+                        (
+                            v.tuning_job,
+                            v.job,
+                            v.metric,
+                            v.epoch,
+                            to_column(v.value),
+                            seqs[v.tuning_job],
+                        )
                         for v in batch.values
                     ],
                 )
@@ -213,7 +257,7 @@ class SqliteStore:
                         decision_to_json(decision),
                         update.status.value,
                         now,
-                        seq,
+                        seqs[update.tuning_job],
                         update.tuning_job,
                         update.job,
                     ),
@@ -232,8 +276,8 @@ class SqliteStore:
                 )
 
     def tuning_jobs(self) -> list[tuple[str, Objective]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._transaction("list tuning jobs", write=False) as db:
+            rows = db.execute(
                 "SELECT name, objective_metric, objective_type FROM tuning_jobs ORDER BY name"
             ).fetchall()
         return [(n, Objective(metric=m, type=ObjectiveType(t))) for n, m, t in rows]
@@ -254,14 +298,14 @@ class SqliteStore:
             value_args = (*args, next(iter(metrics)))
         else:
             value_args = args
-        with self._lock:
-            job_rows = self._db.execute(
+        with self._transaction(f"load tuning job {tuning_job!r}", write=False) as db:
+            job_rows = db.execute(
                 "SELECT name, launch_order, status, decision FROM jobs WHERE tuning_job = ?"
                 + job_filter
                 + " ORDER BY launch_order",
                 args,
             ).fetchall()
-            value_rows = self._db.execute(
+            value_rows = db.execute(
                 "SELECT job, metric, epoch, value FROM metric_values WHERE tuning_job = ?"
                 + value_filter
                 + " ORDER BY job, metric, epoch",
@@ -285,34 +329,53 @@ class SqliteStore:
 
     def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
         """Jobs whose row or `metric` values changed after write number `since`, with only the
-        changed values; and the write number to ask from next time."""
-        with self._lock:
-            cursor = int(self._db.execute("SELECT value FROM write_sequence").fetchone()[0])
-            job_rows = self._db.execute(
-                "SELECT name, launch_order, status, decision FROM jobs WHERE tuning_job = ?"
-                " AND (seq > ? OR name IN (SELECT job FROM metric_values WHERE tuning_job = ?"
-                " AND metric = ? AND seq > ?)) ORDER BY launch_order",
-                (tuning_job, since, tuning_job, metric, since),
+        changed values; and the write number to ask from next time.
+
+        Rows carry the write number of the transaction that last wrote them, and numbers are
+        handed out in commit order (writers take turns), so a snapshot that shows the tuning job's
+        counter at C shows every row written with a number up to C: nothing is skipped."""
+        with self._transaction(f"read changes of tuning job {tuning_job!r}", write=False) as db:
+            row = db.execute(
+                "SELECT write_seq FROM tuning_jobs WHERE name = ?", (tuning_job,)
+            ).fetchone()
+            cursor = int(row[0]) if row is not None else 0
+            if cursor == since:
+                return cursor, []
+            if since > cursor:  # a cursor from a history that was replaced: start over
+                since = 0
+            # a UNION rather than `seq > ? OR name IN (...)`, which reads every job of the
+            # tuning job; no ORDER BY on the values, which would tempt the planner to read the
+            # whole metric in (job, epoch) order instead of only the changed rows
+            job_rows = db.execute(
+                "SELECT name, launch_order, status, decision FROM jobs"
+                " WHERE tuning_job = ? AND seq > ?"
+                " UNION SELECT name, launch_order, status, decision FROM jobs"
+                " WHERE tuning_job = ? AND name IN (SELECT job FROM metric_values"
+                " WHERE tuning_job = ? AND metric = ? AND seq > ?)",
+                (tuning_job, since, tuning_job, tuning_job, metric, since),
             ).fetchall()
-            value_rows = self._db.execute(
-                "SELECT job, epoch, value FROM metric_values WHERE tuning_job = ? AND metric = ?"
-                " AND seq > ? ORDER BY job, epoch",
+            value_rows = db.execute(
+                "SELECT job, epoch, value FROM metric_values"
+                " WHERE tuning_job = ? AND metric = ? AND seq > ?",
                 (tuning_job, metric, since),
             ).fetchall()
         jobs = {
             name: StoredJob(
                 name, int(order), JobStatus(status), decision_from_json(tuning_job, name, d)
             )
-            for name, order, status, d in job_rows
+            for name, order, status, d in sorted(job_rows, key=lambda row: int(row[1]))
         }
         for job, epoch, value in value_rows:
             if job in jobs:
                 jobs[job].values.setdefault(metric, []).append((int(epoch), from_column(value)))
+        for stored in jobs.values():
+            for series in stored.values.values():
+                series.sort(key=lambda item: item[0])
         return cursor, list(jobs.values())
 
     def offsets(self, node: str) -> dict[str, FileOffset]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._transaction(f"read offsets of node {node!r}", write=False) as db:
+            rows = db.execute(
                 "SELECT file_key, fingerprint, path, byte_offset, state FROM source_offsets"
                 " WHERE node = ?",
                 (node,),
