@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
-from sidecar.rule import JobHistory, Rule, make_rule
+from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, make_rule
+
+MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
 
 
 @dataclass(slots=True)
@@ -47,6 +49,10 @@ class TuningJobEngine:
         self.jobs: dict[str, JobState] = {}
         self._orders: list[int] = []  # sorted launch orders, parallel to _histories
         self._histories: list[JobHistory] = []
+        # for the median rule: the sorted averages per (epoch, cutoff), and the histories changed
+        # since (each view applies the log from its own position)
+        self._views: dict[tuple[int, int], AveragesAtEpoch] = {}
+        self._changes: list[JobHistory] = []
 
     def register(self, job: str, order: int, *, status: JobStatus = JobStatus.RUNNING) -> JobState:
         """Add a job at its launch order (idempotent for a known job)."""
@@ -58,7 +64,16 @@ class TuningJobEngine:
         at = bisect.bisect_left(self._orders, order)
         self._orders.insert(at, order)
         self._histories.insert(at, state.history)
+        self._changed(state.history)
         return state
+
+    def _changed(self, history: JobHistory) -> None:
+        if not self._views:
+            return
+        self._changes.append(history)
+        if len(self._changes) > 4 * len(self._histories) + 1024:
+            self._views.clear()  # cheaper to rebuild than to replay a long log
+            self._changes.clear()
 
     def restore(
         self,
@@ -76,6 +91,7 @@ class TuningJobEngine:
         if decision is not None:
             state.decision = decision
             state.history.stop_epoch = decision.epoch
+        self._changed(state.history)
 
     def observe(self, job: str, samples: Iterable[Sample]) -> Decision | None:
         """Take a job's new samples; return a decision if the rule stops it now."""
@@ -87,13 +103,20 @@ class TuningJobEngine:
             if sample.metric != metric:
                 continue
             state.history.set_value(sample.epoch, sample.value)
+            self._changed(state.history)
             if decision is None and state.decision is None and self.enabled:
                 decision = self._decide(state, sample)
         return decision
 
     def _decide(self, state: JobState, sample: Sample) -> Decision | None:
-        earlier = self._histories[: bisect.bisect_left(self._orders, state.order)]
-        verdict = self.rule.decide(epoch=sample.epoch, value=sample.value, earlier=earlier)
+        if isinstance(self.rule, SageMakerMedianRule):
+            view = self._view(sample.epoch, state.order)
+            verdict = self.rule.decide_sorted(
+                epoch=sample.epoch, value=sample.value, averages=view.sorted
+            )
+        else:
+            earlier = self._histories[: bisect.bisect_left(self._orders, state.order)]
+            verdict = self.rule.decide(epoch=sample.epoch, value=sample.value, earlier=earlier)
         if not verdict.stop or verdict.median is None:
             return None
         decision = Decision(
@@ -109,7 +132,26 @@ class TuningJobEngine:
         state.decision = decision
         state.status = JobStatus.STOPPED
         state.history.stop_epoch = sample.epoch
+        self._changed(state.history)
         return decision
+
+    def _view(self, epoch: int, cutoff: int) -> AveragesAtEpoch:
+        """The rule's steps 1-2 for a decision at `epoch` by the job launched at `cutoff`."""
+        key = (epoch, cutoff)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= MAX_VIEWS:
+                self._views.clear()
+                self._changes.clear()
+            view = AveragesAtEpoch(epoch, cutoff, self._histories)
+            view.position = len(self._changes)
+            self._views[key] = view
+            return view
+        changes = self._changes
+        for history in changes[view.position :]:
+            view.update(history)
+        view.position = len(changes)
+        return view
 
     def end(self, job: str, status: JobStatus) -> JobStatus:
         """The job's source ended; a stopped job stays Stopped. Returns the final status."""

@@ -5,6 +5,7 @@ Pure: no IO, no clock, no globals. DESIGN.md §2 is the specification; each step
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,11 @@ def is_worse(value: float, than: float, direction: ObjectiveType) -> bool:
 
 def median(values: Sequence[float]) -> float:
     """Median; the mean of the two middle values for an even count (§2 step 3)."""
-    ordered = sorted(values)
+    return median_of_sorted(sorted(values))
+
+
+def median_of_sorted(ordered: Sequence[float]) -> float:
+    """`median` of values already in ascending order."""
     n = len(ordered)
     mid = n // 2
     if n % 2:
@@ -115,15 +120,55 @@ class SageMakerMedianRule:
     def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
         # step 1: P = earlier jobs with a (usable) value at this epoch; step 2: their r_j(e)
         averages = [job.running_average(epoch) for job in earlier if job.usable_at(epoch)]
+        averages.sort()
+        return self.decide_sorted(epoch=epoch, value=value, averages=averages)
+
+    def decide_sorted(self, *, epoch: int, value: float, averages: Sequence[float]) -> Verdict:
+        """`decide`, given steps 1-2 done: the running averages of P, in ascending order (an
+        `AveragesAtEpoch` keeps them so for a long history)."""
         if not averages:
             return Verdict(stop=False, median=None, compared_jobs=0)
-        m = median(averages)  # step 3
+        m = median_of_sorted(averages)  # step 3
         stop = (  # step 4
             epoch >= self.start_epoch
             and len(averages) >= self.min_jobs
             and is_worse(as_rule_value(value, self.direction), m, self.direction)
         )
         return Verdict(stop=stop, median=m, compared_jobs=len(averages))
+
+
+class AveragesAtEpoch:
+    """Steps 1-2 of the rule kept up to date: at one epoch, the running averages of the usable
+    jobs launched before `cutoff` (a launch order), in ascending order.
+
+    With 10,000 earlier jobs, recomputing them for every decision costs milliseconds; instead
+    `update` is told each history that changed since, and moves only its entry (a bisect).
+    """
+
+    __slots__ = ("cutoff", "epoch", "included", "position", "sorted")
+
+    def __init__(self, epoch: int, cutoff: int, histories: Iterable[JobHistory]) -> None:
+        self.epoch = epoch
+        self.cutoff = cutoff
+        self.included: dict[JobHistory, float] = {
+            h: h.running_average(epoch)
+            for h in histories
+            if h.order < cutoff and h.usable_at(epoch)
+        }
+        self.sorted: list[float] = sorted(self.included.values())
+        self.position = 0  # how much of the engine's change log is applied
+
+    def update(self, history: JobHistory) -> None:
+        """Bring one changed (or new) history's entry up to date."""
+        if history.order >= self.cutoff:
+            return
+        old = self.included.pop(history, None)
+        if old is not None:
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        if history.usable_at(self.epoch):
+            average = history.running_average(self.epoch)
+            bisect.insort(self.sorted, average)
+            self.included[history] = average
 
 
 def make_rule(settings: EarlyStopping, direction: ObjectiveType) -> Rule:

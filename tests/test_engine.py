@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective, ObjectiveType
 from sidecar.engine import TuningJobEngine
@@ -101,3 +105,67 @@ class TestTuningJobEngine:
         # at epoch 2 'a' has no usable value: nothing to compare with, no stop
         assert e.observe("b", [Sample("loss", 2, 100.0)]) is None
         assert e.jobs["a"].decision == decision
+
+
+# the engine keeps the rule's sorted running averages up to date instead of recomputing them;
+# random interleavings of every kind of change must decide exactly as a recomputation does
+operation = st.one_of(
+    st.tuples(
+        st.just("observe"),
+        st.integers(0, 5),  # job index (its launch order is index + 1, registered out of order)
+        st.integers(1, 4),  # epoch (values may arrive late, or be replaced)
+        st.one_of(st.floats(0, 10, allow_nan=False), st.just(math.nan), st.just(math.inf)),
+    ),
+    st.tuples(
+        st.just("restore"),
+        st.integers(0, 5),
+        st.lists(st.tuples(st.integers(1, 4), st.floats(0, 10)), max_size=4),
+        st.sampled_from([None, 1, 2, 3]),  # a stop decision's epoch from another node
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operation, max_size=40), st.sampled_from(list(ObjectiveType)))
+def test_cached_averages_decide_exactly_as_a_recomputation(
+    operations: list[tuple[object, ...]], direction: ObjectiveType
+) -> None:
+    objective = Objective(metric="loss", type=direction)
+    settings_ = EarlyStopping(min_jobs=1)
+    fast = TuningJobEngine("t", objective, settings_)
+    plain = TuningJobEngine("t", objective, settings_, rule=_Uncached(fast.rule))
+    for op in operations:
+        for e in (fast, plain):
+            if op[0] == "observe":
+                _, index, epoch, value = op
+                job = f"j{index}"
+                e.register(job, int(index) + 1)  # type: ignore[call-overload]
+                got = e.observe(job, [Sample("loss", int(epoch), float(value))])  # type: ignore[call-overload, arg-type]
+            else:
+                _, index, values, stop = op
+                job = f"j{index}"
+                decision = (
+                    None
+                    if stop is None
+                    else Decision("t", job, int(stop), 9.0, 1.0, 1, "sagemaker")  # type: ignore[call-overload]
+                )
+                e.restore(job, int(index) + 1, JobStatus.RUNNING, values, decision)  # type: ignore[call-overload, arg-type]
+                got = None
+            if e is fast:
+                expected_from = got
+            else:
+                assert got == expected_from
+    assert {j: s.decision for j, s in fast.jobs.items()} == {
+        j: s.decision for j, s in plain.jobs.items()
+    }
+
+
+class _Uncached:
+    """The median rule through its plain `decide` (not a SageMakerMedianRule: no cached views)."""
+
+    def __init__(self, rule: object) -> None:
+        self.inner = rule
+        self.name = "sagemaker"
+
+    def decide(self, *, epoch: int, value: float, earlier: object) -> object:
+        return self.inner.decide(epoch=epoch, value=value, earlier=earlier)  # type: ignore[attr-defined]
