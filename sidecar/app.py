@@ -273,7 +273,10 @@ class Daemon:
         log.info(
             "started",
             tuning_job=config.tuning_job,
-            sources=[s.path for s in config.sources],
+            sources=[
+                s.path or "docker:" + ",".join(s.docker.labels if s.docker else [])
+                for s in config.sources
+            ],
             store=self.store.url,
             backend=backend,
             dry_run=self.dry_run,

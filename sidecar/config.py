@@ -191,7 +191,8 @@ class EarlyStopping(_Model):
 class DockerSource(_Model):
     """Containers to follow through the Docker (or Podman) Engine API, chosen by label."""
 
-    labels: list[str] = Field(default_factory=list)
+    # at least one: an empty selection would follow every container on the host, the sidecar too
+    labels: list[str] = Field(min_length=1)
     job_label: str = "sidecar.job"
     tuning_job_label: str = "sidecar.tuning_job"
     host: str | None = None

@@ -1,7 +1,9 @@
 """Containers' stdout/stderr through the Docker (or Podman) Engine API: a producer like the tailer.
 
-Containers are chosen by label and found by polling (new ones within a second). Each is followed
-on its own thread. The position committed with a container's values is the byte offset of its last
+Containers are chosen by label and found by polling (new ones within a second); one created but
+not yet started is left for a later poll (its log stream would end at once). Each is followed
+on its own thread; the docker client reads a log stream without a timeout (an epoch may print
+nothing for hours), so stop() shuts the open streams down itself. The position committed with a container's values is the byte offset of its last
 complete line in the engine's log stream; after a restart the stream is read again from the start
 and that many bytes are skipped, so nothing is applied twice and nothing is missed (engines' log
 timestamps are too coarse on some versions to resume by time exactly).
@@ -9,6 +11,7 @@ timestamps are too coarse on some versions to resume by time exactly).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -20,7 +23,7 @@ import structlog
 from sidecar.config import DockerSource
 from sidecar.decode import LineSplitter
 from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
-from sidecar.stoppers.docker import docker_client
+from sidecar.stoppers.docker import LIVE_STATES, docker_client
 from sidecar.store import FileOffset
 
 log = structlog.get_logger("sidecar.docker")
@@ -49,43 +52,53 @@ class DockerLogSource:
         self.max_line_bytes = max_line_bytes
         self.offsets = dict(offsets)
         self.emit = emit
-        self.client = client or docker_client(source.host)
-        self.followed: dict[str, threading.Thread] = {}
+        self.client: Any = client  # connected by the discovery thread: the engine may be late
+        self.followed: dict[str, threading.Thread] = {}  # by container id, while followed
+        self.finished: set[str] = set()  # container ids whose log was read to its end
+        self.streams: dict[str, Any] = {}  # open log streams, closed by stop() to end followers
         self.progress: dict[str, int] = {}  # bytes of complete lines handed on, per container
-        self.running = False
+        self.reachable = False  # the engine answered the last poll
+        self.failed_polls = 0  # polls failed in a row
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._discover, name="docker-source", daemon=True)
 
+    @property
+    def running(self) -> bool:
+        """Following containers: started, not stopped, and the engine answered the last poll
+        (what /readyz reports)."""
+        return self._thread.is_alive() and self.reachable
+
     def start(self) -> None:
-        self.running = True
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        try:
-            self.client.close()  # unblocks followers waiting on a log stream
-        except Exception as exc:  # closing is best effort at shutdown
-            log.debug("docker_close_failed", error=str(exc))
+        for stream in list(self.streams.values()):
+            try:
+                stream.close()  # shuts the socket down: a follower waiting on it returns
+            except Exception as exc:  # closing is best effort at shutdown
+                log.debug("docker_stream_close_failed", error=str(exc))
         for thread in list(self.followed.values()):
             thread.join(timeout=5)
-        self.running = False
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception as exc:  # closing is best effort at shutdown
+                log.debug("docker_close_failed", error=str(exc))
 
     def _discover(self) -> None:
         while not self._stop.is_set():
-            try:
-                containers = self.client.containers.list(
-                    all=True, filters={"label": list(self.source.labels)}
-                )
-            except Exception as exc:  # the engine may restart: keep trying
-                log.warning("docker_list_failed", error=str(exc))
-                containers = []
+            containers = self._list()
             for container in sorted(containers, key=lambda c: c.attrs.get("Created", "")):
-                if container.id in self.followed:
+                if (
+                    container.id in self.followed
+                    or container.id in self.finished
+                    or container.status == "created"
+                ):
                     continue
-                state = self._stored_state(container.id)
-                if state.get("done"):
-                    self.followed[container.id] = threading.Thread(target=lambda: None)
+                if self._stored_state(container.id).get("done"):
+                    self.finished.add(container.id)
                     continue
                 thread = threading.Thread(
                     target=self._follow,
@@ -96,6 +109,29 @@ class DockerLogSource:
                 self.followed[container.id] = thread
                 thread.start()
             self._stop.wait(POLL_SECONDS)
+
+    def _list(self) -> list[Any]:
+        """The labelled containers; none while the engine is unreachable (it may be starting or
+        restarting: the next poll tries again; the first failure and the recovery are logged)."""
+        try:
+            if self.client is None:
+                self.client = docker_client(self.source.host)
+            containers: list[Any] = self.client.containers.list(
+                all=True, filters={"label": list(self.source.labels)}
+            )
+        except Exception as exc:
+            event = log.debug if self.failed_polls else log.warning
+            event("docker_engine_unreachable", host=self.source.host, error=str(exc))
+            self.failed_polls += 1
+            self.reachable = False
+            return []
+        if self.failed_polls:
+            log.info(
+                "docker_engine_reachable", host=self.source.host, failed_polls=self.failed_polls
+            )
+        self.failed_polls = 0
+        self.reachable = True
+        return containers
 
     def _stored_state(self, container_id: str) -> dict[str, Any]:
         stored = self.offsets.get(f"docker:{container_id}")
@@ -146,6 +182,9 @@ class DockerLogSource:
             stream = self.client.api.logs(
                 container.id, stream=True, follow=True, stdout=True, stderr=True
             )
+            self.streams[key] = stream
+            if self._stop.is_set():  # stop() may have closed the streams before this one opened
+                return
             for frame in stream:
                 if self._stop.is_set():
                     return
@@ -162,17 +201,29 @@ class DockerLogSource:
                 log.warning("docker_follow_failed", container=labels["container"], error=str(exc))
                 self.followed.pop(container.id, None)  # rediscovered and resumed next poll
             return
+        finally:
+            opened = self.streams.pop(key, None)
+            if opened is not None:
+                with contextlib.suppress(Exception):  # already shut down by stop()
+                    opened.close()  # the connection is the stream's own: not pooled, not reused
         if self._stop.is_set():
             return
+        import docker.errors
+
         try:
             container.reload()
-            running = container.status == "running"
+            running = container.status in LIVE_STATES
             code = int(container.attrs.get("State", {}).get("ExitCode", 0))
-        except Exception:
+        except docker.errors.NotFound:  # removed as it exited (`--rm`): its log has ended
             running, code = False, 0
-        if running:  # the stream broke (engine restart), the container did not end: follow again
+        except Exception as exc:  # the engine is unreachable: look again at the next poll
+            log.warning("docker_inspect_failed", container=labels["container"], error=str(exc))
+            running = True
+        if running:  # the stream broke (engine restart, a restart policy): follow again
             self.followed.pop(container.id, None)
             return
         send(splitter.finish(), time.monotonic(), done=True)
+        self.finished.add(container.id)
+        self.followed.pop(container.id, None)
         status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
         self.emit(JobEnded(tuning_job, job, status, f"container exited with {code}"))

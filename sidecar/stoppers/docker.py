@@ -10,9 +10,14 @@ from sidecar.config import render_template
 from sidecar.errors import ConfigError
 from sidecar.stoppers import StopError, StopRequest, StopResult
 
+# states in which a container still has (or may get) processes to stop
+LIVE_STATES = ("running", "restarting", "paused", "created")
+
 
 def docker_client(host: str | None, *, timeout: float = 60.0) -> Any:
-    """A `docker.DockerClient` for `host`, or from DOCKER_HOST (else the local socket)."""
+    """A `docker.DockerClient` for `host`, or from DOCKER_HOST (else the local socket).
+
+    `timeout` bounds each API call in seconds (log streams are read without one)."""
     try:
         import docker
     except ImportError:
@@ -20,9 +25,10 @@ def docker_client(host: str | None, *, timeout: float = 60.0) -> Any:
             "the docker backend and source need the docker extra: "
             "pip install 'early-stopping-sidecar[docker]'"
         ) from None
+    seconds = math.ceil(timeout)
     if host:
-        return docker.DockerClient(base_url=host, timeout=int(timeout))
-    return docker.from_env(timeout=int(timeout))
+        return docker.DockerClient(base_url=host, timeout=seconds)
+    return docker.from_env(timeout=seconds)
 
 
 class DockerStopper:
@@ -50,8 +56,8 @@ class DockerStopper:
     def stop(self, request: StopRequest) -> StopResult:
         import docker.errors
 
-        client = self.client()
         try:
+            client = self.client()
             if self.label:
                 selector = f"{self.label}={request.context['job']}"
                 targets = client.containers.list(filters={"label": selector})
@@ -61,16 +67,16 @@ class DockerStopper:
                     targets = [client.containers.get(name)]
                 except docker.errors.NotFound:
                     return StopResult.ALREADY_GONE
-            running = [
-                c for c in targets if c.status in ("running", "restarting", "paused", "created")
-            ]
+            running = [c for c in targets if c.status in LIVE_STATES]
             if not running:
                 return StopResult.ALREADY_GONE
             for container in running:
                 try:
+                    # returns once the container has exited: SIGKILL comes after the timeout
                     container.stop(timeout=math.ceil(self.grace_seconds))
                 except docker.errors.NotFound:
                     continue
-        except docker.errors.DockerException as exc:
+        # OSError: requests' connection errors and timeouts derive from it
+        except (docker.errors.DockerException, OSError) as exc:
             raise StopError(f"Docker API: {exc}") from None
         return StopResult.STOPPED
