@@ -20,6 +20,17 @@ from sidecar.formats import FORMATS
 from sidecar.store import Store, open_store
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecar",
@@ -54,7 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, help="keep logs and history here (default: a temp dir)")
     demo.add_argument("--port", type=int, default=9108, help="serve /metrics here (default 9108)")
     demo.add_argument(
-        "--epoch-seconds", type=float, default=0.25, help="how long a simulated epoch takes"
+        "--epoch-seconds",
+        type=_positive_seconds,
+        default=0.25,
+        help="how long a simulated epoch takes",
     )
 
     replay = commands.add_parser(

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.app import Daemon
 from sidecar.config import Config, validate_config
-from sidecar.model import JobStatus
+from sidecar.model import JobEnded, JobStatus
 from sidecar.report import table
 from sidecar.telemetry import JobSnapshot
 
@@ -86,8 +86,11 @@ class Trial:
 class Demo:
     """Launches the sweep two at a time beside an in-process daemon and narrates what happens."""
 
-    def __init__(self, folder: Path, *, port: int, epoch_seconds: float, out: TextIO) -> None:
+    def __init__(
+        self, folder: Path, *, port: int, epoch_seconds: float, out: TextIO, keep: bool = True
+    ) -> None:
         self.folder = folder
+        self.keep = keep  # the folder outlives the demo (else the history hint would be a lie)
         self.epoch_seconds = epoch_seconds
         self.out = out
         (folder / "logs").mkdir(parents=True, exist_ok=True)
@@ -198,12 +201,29 @@ class Demo:
                     )
 
     def _settle(self) -> None:
-        """Let the daemon read the last lines before the summary."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self.daemon.consumer.queue.qsize():
+        """Let the daemon read every trial's last lines, then tell it the trials ended (the
+        daemon's shutdown applies that before the summary, so `status` agrees with it)."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not self._caught_up():
             time.sleep(0.05)
-        time.sleep(0.3)
         self._narrate()
+        for trial in self.trials:
+            if trial.process is None or trial.process.returncode is None:
+                continue
+            code = trial.process.returncode
+            status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
+            self.daemon.consumer.put(JobEnded("demo", trial.job, status, f"exit code {code}"))
+
+    def _caught_up(self) -> bool:
+        engine = self.daemon.pipeline.engines.get("demo")
+        if engine is None:
+            return False
+        for trial in self.trials:
+            if trial.log is None or trial.job not in engine.jobs:
+                continue
+            if engine.epochs(trial.job) < trial.log.read_bytes().count(b"val_loss="):
+                return False
+        return True
 
     def _summary(self, seconds: float) -> None:
         engine = self.daemon.pipeline.engines["demo"]
@@ -252,9 +272,12 @@ class Demo:
         total = EPOCHS * len(self.trials)
         self.say(
             f"\n{stopped} of {len(self.trials)} jobs stopped early; {saved_total} of {total} epochs "
-            f"saved ({100 * saved_total / total:.0f}%) in {seconds:.1f} s.\n"
-            f"History: sidecar status --store {self.config.store}"
+            f"saved ({100 * saved_total / total:.0f}%) in {seconds:.1f} s."
         )
+        if self.keep:
+            self.say(f"History: sidecar status --store {self.config.store}")
+        else:
+            self.say("(logs and history were in a temporary folder: `--dir D` keeps them)")
 
 
 def run_demo(
@@ -265,4 +288,4 @@ def run_demo(
         folder.mkdir(parents=True, exist_ok=True)
         return Demo(folder, port=port, epoch_seconds=epoch_seconds, out=out).run()
     with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
-        return Demo(Path(tmp), port=port, epoch_seconds=epoch_seconds, out=out).run()
+        return Demo(Path(tmp), port=port, epoch_seconds=epoch_seconds, out=out, keep=False).run()

@@ -93,12 +93,26 @@ class TuningJobEngine:
             state.history.stop_epoch = decision.epoch
         self._changed(state.history)
 
+    def frozen(self, job: str, sample: Sample) -> bool:
+        """Whether `sample` would rewrite what the rule already used of a stopped job: an
+        objective value at or before its stop epoch, sent again after the decision (a restarted
+        container, a retry, a framework printing its best round again). Such values are ignored,
+        never stored: a stopped job's history is what it was when the decision was made."""
+        decision = self.jobs[job].decision
+        return (
+            decision is not None
+            and sample.metric == self.objective.metric
+            and sample.epoch <= decision.epoch
+        )
+
     def observe(self, job: str, samples: Iterable[Sample]) -> Decision | None:
         """Take a job's new samples; return a decision if the rule stops it now."""
         state = self.jobs[job]
         decision: Decision | None = None
         metric = self.objective.metric
         for sample in samples:
+            if self.frozen(job, sample):
+                continue
             state.latest[sample.metric] = sample.value
             if sample.metric != metric:
                 continue

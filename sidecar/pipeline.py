@@ -267,6 +267,8 @@ class Pipeline:
     ) -> None:
         """One line's samples: stored, and decided on when the objective is among them."""
         state = engine.jobs[job]
+        if state.decision is not None:
+            samples = [s for s in samples if not engine.frozen(job, s)]
         batch.values.extend(ValueRow(engine.name, job, s.metric, s.epoch, s.value) for s in samples)
         for s in samples:
             self.telemetry.metric_values.labels(s.metric).inc()

@@ -140,3 +140,43 @@ class TestQueuedWrites:
         assert pipeline.buffer_full()
         pipeline.flush()
         assert not pipeline.buffer_full()
+
+
+class TestStoppedJobsStayAsDecided:
+    CONFIG = """
+tuning_job: t
+objective: {metric: loss, type: Minimize}
+metric_definitions: [{Name: loss, Regex: 'loss=([0-9.]+)'}]
+epoch: {regex: 'epoch=(\\d+)'}
+early_stopping: {min_jobs: 2, start_epoch: 2}
+"""
+
+    def feed(self, pipeline: Pipeline, job: str, text: str) -> None:
+        lines = [line.encode() + b"\n" for line in text.split(";")]
+        pipeline.handle(Chunk("t", job, lines, 0.0))
+        pipeline.handle(JobEnded("t", job, JobStatus.COMPLETED, "done"))
+        pipeline.flush()
+
+    def test_values_resent_after_the_stop_change_nothing(self) -> None:
+        """A stopped job that prints earlier epochs again (a restarted container, a retry) keeps
+        the history its decision was made on: the later job is judged as `replay` judges it."""
+        config = load_config(self.CONFIG, env={})
+        pipeline = Pipeline(
+            config,
+            open_store("sqlite://:memory:"),
+            Telemetry(),
+            submit_stop=lambda request: None,
+            backend="none",
+        )
+        self.feed(pipeline, "a", "epoch=1 loss=1.0;epoch=2 loss=0.8")
+        self.feed(pipeline, "b", "epoch=1 loss=0.9;epoch=2 loss=0.7")
+        self.feed(
+            pipeline, "c", "epoch=1 loss=1.2;epoch=2 loss=1.1;epoch=1 loss=0.1;epoch=2 loss=0.1"
+        )
+        self.feed(pipeline, "d", "epoch=1 loss=0.5;epoch=2 loss=0.4")
+        self.feed(pipeline, "p", "epoch=1 loss=0.7;epoch=2 loss=0.7")
+        jobs = {j.name: j for j in pipeline.store.load_jobs("t")}
+        assert jobs["c"].decision is not None and jobs["c"].decision.epoch == 2
+        assert jobs["c"].values["loss"] == [(1, 1.2), (2, 1.1)]
+        assert jobs["p"].decision is None  # median of a, b, c, d at epoch 2: 0.85
+        assert pipeline.engines["t"].jobs["c"].history.values == {1: 1.2, 2: 1.1}

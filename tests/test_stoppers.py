@@ -255,6 +255,43 @@ class TestSignalStopperPidFile:
         assert is_alive(os.getpid())
         assert sibling.poll() is None and is_alive(sibling.pid)
 
+    def test_jobs_started_by_a_shell_loop_are_stopped_alone_with_their_children(
+        self, tmp_path: Path
+    ) -> None:
+        """`job & job & wait` puts every job in the loop's process group: stopping one must
+        not kill its siblings or the loop. The target is not its group's leader, so its process
+        tree is signalled: it and its child go, the sibling and the launcher stay."""
+        script = tmp_path / "sweep.sh"
+        script.write_text(
+            "#!/bin/sh\n"
+            f"sh -c 'sleep 300 & echo $! > {tmp_path}/child.pid; echo $$ > {tmp_path}/bad.pid; wait' &\n"
+            f"sh -c 'echo $$ > {tmp_path}/good.pid; exec sleep 300' &\n"
+            "wait\n"
+        )
+        launcher = subprocess.Popen(["sh", str(script)], start_new_session=True)
+        try:
+            for name in ("bad", "good", "child"):
+                wait_until(
+                    lambda n=name: (
+                        (tmp_path / f"{n}.pid").read_text().strip() != ""  # type: ignore[misc]
+                        if (tmp_path / f"{n}.pid").exists()
+                        else False
+                    ),
+                    f"{name}.pid",
+                )
+            pid = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("bad", "good", "child")}
+            assert os.getpgid(pid["bad"]) == os.getpgid(pid["good"]) == launcher.pid
+            stopper = SignalStopper(
+                pid_file_resolver(str(tmp_path / "bad.pid")), grace_seconds=10.0
+            )
+            assert stopper.stop(request()) is StopResult.STOPPED
+            assert not is_alive(pid["bad"]) and not is_alive(pid["child"])
+            assert is_alive(pid["good"]), "a sibling job in the loop's group was killed"
+            assert launcher.poll() is None, "the launching loop was killed"
+        finally:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait(timeout=DEADLINE)
+
     def test_a_reaped_target_is_already_gone(self, tmp_path: Path) -> None:
         """A pid file naming a process that exited and was reaped: nothing to do, success."""
         dead = subprocess.Popen([sys.executable, "-c", "pass"])

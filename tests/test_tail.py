@@ -213,6 +213,7 @@ class TestPartialLines:
         """`seq=1` (of `seq=10`) on disk: lines 1..9 are applied, the offset stops before it."""
         job = logs / "job.log"
         daemon = make_daemon().start()
+        wait_started(daemon, 1)  # else a kill -9 may come before `started` is logged
         complete = lines(1, 9)
         append(job, complete + b"seq=1")  # one write: read together with line 9
         assert history.wait_values(9) == seq(9)
@@ -229,6 +230,7 @@ class TestPartialLines:
         """kill -9 while a partial line is on disk; restart; complete it: counted once."""
         job = logs / "job.log"
         daemon = make_daemon().start()
+        wait_started(daemon, 1)  # else a kill -9 may come before `started` is logged
         complete = lines(1, 9)
         append(job, complete + b"seq=1")
         history.wait_values(9)

@@ -67,3 +67,20 @@ def ancestors(pid: int, proc: Path = PROC) -> set[int]:
         current = int(fields[1])
         seen.add(current)
     return seen
+
+
+def descendants(pid: int, proc: Path = PROC) -> set[int]:
+    """Live children, grandchildren, ... of a process (by parent links; not the pid itself)."""
+    children: dict[int, list[int]] = {}
+    for child in pids(proc):
+        fields = _stat_fields(child, proc)
+        if fields is not None and fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(child)
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found

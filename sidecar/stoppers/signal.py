@@ -1,4 +1,4 @@
-"""The signal backend: SIGTERM to the target's whole process group, SIGKILL after the grace period."""
+"""The signal backend: SIGTERM to the target's process group (or tree), SIGKILL after the grace period."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import time
 from collections.abc import Callable
 
 import regex
+import structlog
 
 from sidecar.config import render_template
 from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopResult
-from sidecar.stoppers.procs import alive, ancestors, cmdline, group_members, pids
+from sidecar.stoppers.procs import alive, ancestors, cmdline, descendants, group_members, pids
+
+log = structlog.get_logger("sidecar.stop")
 
 Resolver = Callable[[StopRequest], list[int]]
 POLL = 0.02
@@ -96,17 +99,43 @@ class SignalStopper:
                 pgid = os.getpgid(pid)
             except ProcessLookupError:
                 continue
-            # never signal our own group: that would stop the sidecar with the job
-            (singles if pgid == own_group else groups).add(pid if pgid == own_group else pgid)
+            if pgid == pid and pgid != own_group:
+                groups.add(pgid)  # a group leader (setsid, exec, torchrun): the whole group
+            else:
+                # not its group's leader: the group may hold other jobs and their launcher (a
+                # shell loop with `&`), so only the target and its descendants are signalled;
+                # never our own group, which would stop the sidecar with the job
+                singles.add(pid)
         if not groups and not singles:
             return StopResult.ALREADY_GONE
+        if singles:
+            log.info(
+                "signalling_process_tree",
+                job=request.decision.job,
+                pids=sorted(singles),
+                reason="not a process group leader: start jobs with setsid to stop whole groups",
+            )
+        singles = self._with_descendants(singles)
         self._send(groups, singles, signal.SIGTERM)
         if self._wait_gone(groups, singles, self.grace_seconds):
             return StopResult.STOPPED
+        singles = self._with_descendants(singles)
         self._send(groups, singles, signal.SIGKILL)
         if self._wait_gone(groups, singles, self.kill_wait):
             return StopResult.STOPPED
-        raise StopError(f"processes still alive after SIGKILL: groups {sorted(groups)}")
+        raise StopError(
+            f"processes still alive after SIGKILL: groups {sorted(groups)}, "
+            f"processes {sorted(p for p in singles if alive(p))}"
+        )
+
+    @staticmethod
+    def _with_descendants(singles: set[int]) -> set[int]:
+        """The processes and their live descendants, never the sidecar or its ancestors."""
+        tree = set(singles)
+        for pid in singles:
+            if alive(pid):
+                tree |= descendants(pid)
+        return tree - ancestors(os.getpid())
 
     @staticmethod
     def _send(groups: set[int], singles: set[int], sig: signal.Signals) -> None:
