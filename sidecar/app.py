@@ -213,7 +213,8 @@ class Daemon:
         self.store = self._store or open_store(config.store)
         self.telemetry = Telemetry(self.registry)
         stopper = self._stopper or make_stopper(config, dry_run=self.dry_run)
-        backend = "none" if self.dry_run else stopper.backend
+        # under --dry-run the events still name the configured backend (outcome says dry_run)
+        backend = self.config.stop.backend if self.dry_run else stopper.backend
         self.pipeline = Pipeline(
             config,
             self.store,

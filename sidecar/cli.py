@@ -107,8 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("logs", nargs="*", metavar="LOG", type=Path)
 
     status = commands.add_parser("status", help="jobs, their state and stop epochs, from the store")
-    status.add_argument("-c", "--config", help="config file: its store, its tuning job")
-    status.add_argument("--store", help="store URL: every tuning job in it")
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("-c", "--config", help="config file: its store, its tuning job")
+    where.add_argument("--store", help="store URL: every tuning job in it")
     status.add_argument("--json", action="store_true", help="print the JSON document")
     status.add_argument("--values", action="store_true", help="include every metric value")
     return parser
@@ -120,6 +121,11 @@ def read_config(path: str, env: dict[str, str] | None = None) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config {path!r} is not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
+            " save it as UTF-8"
+        ) from None
     return load_config(text, env=os.environ if env is None else env, source=path)
 
 
@@ -176,6 +182,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         from sidecar.plot import write_plot
 
         write_plot(result.traces, config, args.plot)
+    empty = [j["job"] for j in result.document["jobs"] if not j["epochs"]]
+    if empty:  # on stderr: stdout stays the table or the JSON document
+        print(
+            f"sidecar: warning: no {config.objective.metric!r} values in {len(empty)} log(s): "
+            f"{', '.join(empty)} (`sidecar check -c CONFIG LOG` shows what each definition "
+            "matches)",
+            file=sys.stderr,
+        )
     if args.json:
         _print_json(result.document)
         return 0
@@ -248,6 +262,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         fmt=args.format,
         from_preset=from_preset,
     )
+    if not args.preset and config.sources:  # a config for `run` (replay needs no stop target)
+        from sidecar.stoppers.factory import target_problem
+
+        problem = target_problem(config)
+        if problem is not None:
+            report.warnings.append(f"for `sidecar run`: {problem}")
     print(render(report, header=header))
     return 1 if report.warnings else 0
 
@@ -255,13 +275,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from sidecar.status import status_document, status_text
 
-    if not args.config and not args.store:
-        raise UsageError("status needs -c CONFIG or --store URL")
     tuning_job = None
     url = args.store
     if args.config:
         config = read_config(args.config)
-        url = url or config.store
+        url = config.store
         tuning_job = config.tuning_job
     store: Store = open_store(url, must_exist=True)
     try:

@@ -228,6 +228,9 @@ class SignalTarget(_Model):
 
     pid_file: str | None = None
     process_match: str | None = None
+    # group: the target's whole process group (DESIGN §8; launchers such as torchrun). tree: the
+    # target and its descendants only, for jobs that share a group (a shell loop with `&`)
+    scope: Literal["group", "tree"] = "group"
 
     @field_validator("process_match")
     @classmethod
@@ -309,6 +312,17 @@ class Config(_Model):
     early_stopped_exit_code: int = Field(default=0, ge=0, le=255)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if sep and scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                "must be sqlite:///abs/path.db, sqlite://rel/path.db, sqlite://:memory:, "
+                "postgresql://user@host/db, or a file path"
+            )
+        return value
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
@@ -340,8 +354,11 @@ class Config(_Model):
 _Leaf = Annotated[Any, "a YAML scalar or mapping"]
 
 
-def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Overlay `SIDECAR_<FIELD>` (and `SIDECAR_<FIELD>__<SUBFIELD>`) onto the parsed document."""
+def _apply_env(
+    document: dict[str, Any], env: Mapping[str, str], origins: dict[tuple[str, ...], str]
+) -> dict[str, Any]:
+    """Overlay `SIDECAR_<FIELD>` (and `SIDECAR_<FIELD>__<SUBFIELD>`) onto the parsed document;
+    `origins` gets each overridden field's path and variable, for error messages."""
     merged = dict(document)
     for key in sorted(env):
         if not key.startswith(ENV_PREFIX):
@@ -357,6 +374,7 @@ def _apply_env(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, An
             target[part] = child
             target = child
         target[path[-1]] = _env_value(path, raw)
+        origins[tuple(path)] = key
     return merged
 
 
@@ -387,16 +405,31 @@ def parse_document(text: str, *, source: str) -> dict[str, Any]:
 
 def load_config(text: str, *, env: Mapping[str, str], source: str = "config") -> Config:
     """Validate a config document with environment overrides applied; raise ConfigError."""
-    document = _apply_env(parse_document(text, source=source), env)
-    return validate_config(document, source=source)
+    origins: dict[tuple[str, ...], str] = {}
+    document = _apply_env(parse_document(text, source=source), env, origins)
+    return validate_config(document, source=source, origins=origins)
 
 
-def validate_config(document: Mapping[str, Any], *, source: str = "config") -> Config:
-    """Validate a parsed mapping into a Config; raise ConfigError with one line per problem."""
+def validate_config(
+    document: Mapping[str, Any],
+    *,
+    source: str = "config",
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> Config:
+    """Validate a parsed mapping into a Config; raise ConfigError with one line per problem,
+    naming the environment variable for a field that one set."""
     try:
         return Config.model_validate(document)
     except ValidationError as exc:
-        problems = [_describe(error) for error in exc.errors()]
+        problems = []
+        for error in exc.errors():
+            line = _describe(error)
+            loc = tuple(str(part) for part in error["loc"])
+            for path, variable in (origins or {}).items():
+                if loc[: len(path)] == path:
+                    line += f" (set by the environment variable {variable})"
+                    break
+            problems.append(line)
         raise ConfigError(f"{source}: " + "\n".join(problems)) from None
 
 

@@ -61,6 +61,7 @@ class _StreamPump(threading.Thread):
         self.consumer = consumer
         self.tuning_job, self.job = tuning_job, job
         self.splitter = LineSplitter(max_line_bytes)
+        self.last_byte = b"\n"  # of what was passed through: did the child end its last line?
 
     def run(self) -> None:
         passing = True
@@ -74,6 +75,7 @@ class _StreamPump(threading.Thread):
             read_at = time.monotonic()
             if passing:
                 passing = _write_all(self.sink, data)
+                self.last_byte = data[-1:]
             lines = self.splitter.feed(data)
             if lines:
                 self._send(lines, read_at)
@@ -110,14 +112,21 @@ def run_exec(
         dry_run=no_stop,
         shared_store=True,  # other `exec`s of this tuning job write the same store
     )
-    pipeline.register(tuning_job, job)  # launch order: when exec starts the job
     try:
         child = subprocess.Popen(
             list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
         )
     except OSError as exc:
-        store.close()
+        store.close()  # before registering: a command that never ran is no job
         raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+    try:
+        pipeline.register(tuning_job, job)  # launch order: when exec starts the job
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # unsupervised, it must not run on
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        store.close()
+        raise
     stopper: Stopper = (
         NoneStopper()
         if no_stop
@@ -159,6 +168,9 @@ def run_exec(
         code = child.wait()
         for pump in pumps:
             pump.join()
+        if pumps[1].last_byte != b"\n" and config.log_level in ("debug", "info"):
+            # the sidecar's own log lines (job_ended follows) start on a line of their own
+            _write_all(sys.stderr.fileno(), b"\n")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

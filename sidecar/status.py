@@ -43,8 +43,14 @@ def status_text(document: dict[str, Any]) -> str:
         for job in tj["jobs"]:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
-        parts.append(
+        text = (
             f"tuning job {tj['name']}: objective {objective['metric']} ({objective['type']}); "
             f"{summary}\n" + jobs_table(tj["jobs"])
         )
+        series = [(job["job"], job["values"]) for job in tj["jobs"] if "values" in job]
+        for name, values in series:  # under --values: every metric's series, epoch=value
+            for metric, points in sorted(values.items()):
+                shown = " ".join(f"{e}={'nan' if v is None else f'{v:g}'}" for e, v in points)
+                text += f"\n  {name} {metric}: {shown}"
+        parts.append(text)
     return "\n\n".join(parts)

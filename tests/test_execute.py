@@ -207,3 +207,43 @@ class TestStopping:
         out, _ = proc.communicate(timeout=30)
         assert b"got term" in out
         assert proc.returncode == 5
+
+
+def test_a_command_that_cannot_run_leaves_no_job(tmp_path: Path) -> None:
+    """`exec` of a missing program exits 2 and registers nothing: no ghost `Running` job."""
+    config = tmp_path / "c.yaml"
+    db = tmp_path / "h.db"
+    config.write_text(
+        "tuning_job: t\nobjective: {metric: loss}\n"
+        "metric_definitions: [{Name: loss, Regex: 'loss=([0-9.]+)'}]\n"
+        f"store: 'sqlite://{db}'\nstop: {{backend: none}}\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sidecar",
+            "exec",
+            "-c",
+            str(config),
+            "--job",
+            "j",
+            "--",
+            str(tmp_path / "no-such-program"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot run" in result.stderr
+    status = subprocess.run(
+        [sys.executable, "-m", "sidecar", "status", "--store", f"sqlite://{db}", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    jobs = [j for tj in json.loads(status.stdout)["tuning_jobs"] for j in tj["jobs"]]
+    assert jobs == []

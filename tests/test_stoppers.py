@@ -255,12 +255,12 @@ class TestSignalStopperPidFile:
         assert is_alive(os.getpid())
         assert sibling.poll() is None and is_alive(sibling.pid)
 
-    def test_jobs_started_by_a_shell_loop_are_stopped_alone_with_their_children(
+    def test_scope_tree_stops_a_job_of_a_shell_loop_alone_with_its_children(
         self, tmp_path: Path
     ) -> None:
-        """`job & job & wait` puts every job in the loop's process group: stopping one must
-        not kill its siblings or the loop. The target is not its group's leader, so its process
-        tree is signalled: it and its child go, the sibling and the launcher stay."""
+        """`job & job & wait` puts every job in the loop's process group, where the default
+        scope (the group) would stop them all. `scope: tree` signals the target and its
+        descendants: it and its child go, the sibling job and the loop stay."""
         script = tmp_path / "sweep.sh"
         script.write_text(
             "#!/bin/sh\n"
@@ -282,7 +282,7 @@ class TestSignalStopperPidFile:
             pid = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("bad", "good", "child")}
             assert os.getpgid(pid["bad"]) == os.getpgid(pid["good"]) == launcher.pid
             stopper = SignalStopper(
-                pid_file_resolver(str(tmp_path / "bad.pid")), grace_seconds=10.0
+                pid_file_resolver(str(tmp_path / "bad.pid")), grace_seconds=10.0, scope="tree"
             )
             assert stopper.stop(request()) is StopResult.STOPPED
             assert not is_alive(pid["bad"]) and not is_alive(pid["child"])

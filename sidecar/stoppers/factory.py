@@ -8,24 +8,43 @@ from sidecar.stoppers import NoneStopper, Stopper
 from sidecar.stoppers.signal import SignalStopper, pid_file_resolver, process_match_resolver
 
 
+def target_problem(config: Config) -> str | None:
+    """What `run` would refuse in the stop section (a backend without a target), or None."""
+    stop = config.stop
+    if stop.backend == "signal" and not (stop.signal.pid_file or stop.signal.process_match):
+        return (
+            "stop.signal: the signal backend needs a target; set stop.signal.pid_file "
+            "(e.g. '/run/training/{job}.pid') or stop.signal.process_match (a regex on the "
+            "command line), or use stop.backend: none"
+        )
+    if stop.backend == "command" and not stop.command.argv:
+        return (
+            "stop.command.argv: the command backend needs an argv template, e.g. "
+            "[kubectl, delete, pod, '{job}']"
+        )
+    return None
+
+
 def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
     """The configured backend; `none` when dry-running. Raises ConfigError for a missing target."""
     stop = config.stop
     if dry_run or stop.backend == "none":
         return NoneStopper()
+    problem = target_problem(config)
+    if problem is not None:
+        raise ConfigError(problem)
     if stop.backend == "signal":
         if stop.signal.pid_file:
             return SignalStopper(
-                pid_file_resolver(stop.signal.pid_file), grace_seconds=stop.grace_seconds
+                pid_file_resolver(stop.signal.pid_file),
+                grace_seconds=stop.grace_seconds,
+                scope=stop.signal.scope,
             )
-        if stop.signal.process_match:
-            return SignalStopper(
-                process_match_resolver(stop.signal.process_match), grace_seconds=stop.grace_seconds
-            )
-        raise ConfigError(
-            "stop.signal: the signal backend needs a target; set stop.signal.pid_file "
-            "(e.g. '/run/training/{job}.pid') or stop.signal.process_match (a regex on the "
-            "command line), or use stop.backend: none"
+        assert stop.signal.process_match is not None  # target_problem said so
+        return SignalStopper(
+            process_match_resolver(stop.signal.process_match),
+            grace_seconds=stop.grace_seconds,
+            scope=stop.signal.scope,
         )
     if stop.backend == "docker":
         from sidecar.stoppers.docker import DockerStopper
@@ -48,9 +67,4 @@ def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
         )
     from sidecar.stoppers.command import CommandStopper
 
-    if not stop.command.argv:
-        raise ConfigError(
-            "stop.command.argv: the command backend needs an argv template, e.g. "
-            "[kubectl, delete, pod, '{job}']"
-        )
     return CommandStopper(stop.command.argv, timeout=stop.command.timeout_seconds)

@@ -81,8 +81,10 @@ class SignalStopper:
         *,
         grace_seconds: float,
         kill_wait: float = 5.0,
+        scope: str = "group",
     ) -> None:
         self.resolve = resolve
+        self.scope = scope
         self.grace_seconds = grace_seconds
         self.kill_wait = kill_wait
         self._tick = threading.Event()  # never set: a sleep that is not a busy loop
@@ -99,22 +101,13 @@ class SignalStopper:
                 pgid = os.getpgid(pid)
             except ProcessLookupError:
                 continue
-            if pgid == pid and pgid != own_group:
-                groups.add(pgid)  # a group leader (setsid, exec, torchrun): the whole group
-            else:
-                # not its group's leader: the group may hold other jobs and their launcher (a
-                # shell loop with `&`), so only the target and its descendants are signalled;
+            if pgid == own_group or self.scope == "tree":
                 # never our own group, which would stop the sidecar with the job
                 singles.add(pid)
+            else:
+                groups.add(pgid)
         if not groups and not singles:
             return StopResult.ALREADY_GONE
-        if singles:
-            log.info(
-                "signalling_process_tree",
-                job=request.decision.job,
-                pids=sorted(singles),
-                reason="not a process group leader: start jobs with setsid to stop whole groups",
-            )
         singles = self._with_descendants(singles)
         self._send(groups, singles, signal.SIGTERM)
         if self._wait_gone(groups, singles, self.grace_seconds):
