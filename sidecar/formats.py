@@ -43,6 +43,10 @@ class Decoder(Protocol):
 
     def finish(self) -> list[LogicalLine]: ...
 
+    def feed_raw(self, data: bytes) -> list[bytes]: ...
+
+    def finish_raw(self) -> list[bytes]: ...
+
     def state(self) -> dict[str, Any]: ...
 
 
@@ -70,6 +74,13 @@ class PlainDecoder:
 
     def finish(self) -> list[LogicalLine]:
         return [LogicalLine(self.stream, raw) for raw in self._split.finish()]
+
+    def feed_raw(self, data: bytes) -> list[bytes]:
+        """`feed`'s lines as bytes only: no object per line."""
+        return self._split.feed(data)
+
+    def finish_raw(self) -> list[bytes]:
+        return self._split.finish()
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -164,6 +175,12 @@ class DockerJsonDecoder:
             self._record(record, out)
         return out + self._join.flush()
 
+    def feed_raw(self, data: bytes) -> list[bytes]:
+        return [line.raw for line in self.feed(data)]
+
+    def finish_raw(self) -> list[bytes]:
+        return [line.raw for line in self.finish()]
+
     def state(self) -> dict[str, Any]:
         pending = self._join.state()
         return {"pending": pending} if pending else {}
@@ -222,6 +239,12 @@ class CriDecoder:
         for record in self._split.finish():
             self._record(record, out)
         return out + self._join.flush()
+
+    def feed_raw(self, data: bytes) -> list[bytes]:
+        return [line.raw for line in self.feed(data)]
+
+    def finish_raw(self) -> list[bytes]:
+        return [line.raw for line in self.finish()]
 
     def state(self) -> dict[str, Any]:
         pending = self._join.state()

@@ -30,6 +30,14 @@ def read_lines(
     path: Path, *, max_line_bytes: int, stats: FileStats, fmt: Format = "auto"
 ) -> Iterator[bytes]:
     """Every logical line of a file as raw bytes (both streams), the last one even without `\\n`."""
+    for lines in read_batches(path, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
+        yield from lines
+
+
+def read_batches(
+    path: Path, *, max_line_bytes: int, stats: FileStats, fmt: Format = "auto"
+) -> Iterator[list[bytes]]:
+    """`read_lines` a chunk's worth at a time."""
     try:
         handle = path.open("rb")
     except OSError as exc:
@@ -42,14 +50,13 @@ def read_lines(
         decoder = make_decoder(fmt, max_line_bytes)
         chunk = first
         while chunk:
-            lines = decoder.feed(chunk)
+            lines = decoder.feed_raw(chunk)
             stats.lines += len(lines)
-            for line in lines:
-                yield line.raw
+            yield lines
             chunk = handle.read(CHUNK)
-        for line in decoder.finish():
-            stats.lines += 1
-            yield line.raw
+        lines = decoder.finish_raw()
+        stats.lines += len(lines)
+        yield lines
     stats.truncated = decoder.truncated
     stats.bad_records = decoder.errors
 
@@ -64,12 +71,11 @@ def samples_by_line(
     fmt: Format = "auto",
 ) -> Iterator[list[Sample]]:
     """The samples of each line that yields any, in file order."""
-    gate = extractor.might_match
+    candidates = extractor.candidates
     counts = stats.counts
     feed = parser.feed
-    for raw in read_lines(path, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
-        if not gate(raw):
-            continue
-        samples = feed(decode_line(raw), counts)
-        if samples:
-            yield samples
+    for lines in read_batches(path, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
+        for raw in candidates(lines):
+            samples = feed(decode_line(raw), counts)
+            if samples:
+                yield samples

@@ -207,11 +207,8 @@ class Pipeline:
             state.status = JobStatus.RUNNING  # an idle job that speaks again is running again
             batch.updates.append(JobUpdate(chunk.tuning_job, chunk.job, JobStatus.RUNNING))
         counts = ParseCounts()
-        gate = self.extractor.might_match
         parser = runtime.parser
-        for raw in chunk.lines:
-            if not gate(raw):
-                continue
+        for raw in self.extractor.candidates(chunk.lines):
             samples = parser.feed(decode_line(raw), counts)
             if samples:
                 self._samples(engine, chunk.job, runtime, samples, batch, read_at=chunk.read_at)

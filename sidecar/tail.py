@@ -95,6 +95,8 @@ class TailedFile:
     orphaned_at: float | None = None
     last_growth: float = 0.0
     sent_offset: int = -1
+    # (size, mtime_ns, ctime_ns) when last read to EOF: the reconcile skips a file still so
+    seen: tuple[int, int, int] | None = None
 
 
 class FileTailer:
@@ -185,6 +187,7 @@ class FileTailer:
     def scan(self) -> None:
         """Match the globs; drain files that went away, then open new ones, then read all."""
         found: dict[str, tuple[str, Source]] = {}
+        stats: dict[str, os.stat_result] = {}
         for source in self.sources:
             if source.path is None:
                 continue
@@ -195,7 +198,10 @@ class FileTailer:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                found.setdefault(f"{st.st_dev}:{st.st_ino}", (path, source))
+                key = f"{st.st_dev}:{st.st_ino}"
+                if key not in found:
+                    found[key] = (path, source)
+                    stats[key] = st
         now = self.clock()
         # a rotated or deleted file is drained to EOF before its successor is read
         for key, tailed in list(self.files.items()):
@@ -213,6 +219,13 @@ class FileTailer:
             if key not in self.files:
                 self._open(key, path, source, now)
         for tailed in list(self.files.values()):
+            known = stats.get(tailed.key)
+            if known is not None and tailed.seen == (
+                known.st_size,
+                known.st_mtime_ns,
+                known.st_ctime_ns,
+            ):
+                continue  # unchanged since it was read to EOF
             self.read(tailed)
         for name, since in list(self._ended.items()):
             if any(f.name == name for f in self.files.values()):
@@ -300,18 +313,20 @@ class FileTailer:
             if tailed.decoder is None:
                 return
         decoder = tailed.decoder
+        seen = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         while not self._stop.is_set():
             data = os.pread(tailed.fd, READ_SIZE, tailed.position)
             if not data:
+                tailed.seen = seen
                 break
             read_at = time.monotonic()
             tailed.position += len(data)
             tailed.last_growth = self.clock()
             if not tailed.fingerprint.startswith(f"{FINGERPRINT_BYTES}:"):
                 tailed.fingerprint = fingerprint(tailed.fd, tailed.position)
-            lines = decoder.feed(data)
-            self._send(tailed, [line.raw for line in lines], read_at)
+            self._send(tailed, decoder.feed_raw(data), read_at)
             if len(data) < READ_SIZE:
+                tailed.seen = seen
                 break
 
     def _send(self, tailed: TailedFile, lines: list[bytes], read_at: float) -> None:
@@ -352,6 +367,7 @@ class FileTailer:
             "file_truncated", path=tailed.path, job=tailed.name.job, was=tailed.position, size=size
         )
         tailed.position = 0
+        tailed.seen = None
         tailed.resume = {}
         tailed.fingerprint = fingerprint(tailed.fd, size)
         tailed.decoder = None

@@ -61,6 +61,32 @@ def watch_roots(patterns: Iterable[str]) -> dict[str, bool]:
     return roots
 
 
+def inotify_watches() -> int | None:
+    """How many inotify watches this process holds (Linux /proc), None when that is unknown."""
+    total, found = 0, False
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                total += sum(1 for line in info if line.startswith("inotify wd:"))
+            found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+def directories(root: str, recursive: bool) -> int:
+    """The directories a watch of `root` covers: itself, and with `recursive` all below it."""
+    if not recursive:
+        return 1
+    return 1 + sum(len(dirs) for _root, dirs, _files in os.walk(root))
+
+
 class Watcher:
     """watchdog (inotify) events → Waker hints. When inotify is unavailable or its limits are hit,
     `polling` is True and the tailer's periodic scan does the work alone."""
@@ -121,6 +147,17 @@ class Watcher:
                 log.warning("watch_failed", root=root, error=str(exc))
                 continue
             self._scheduled.add(root)
+            if recursive:
+                # watchdog skips the subfolders it cannot watch without a word, ENOSPC included:
+                # count the watches the kernel holds against the folders there are
+                held = inotify_watches()
+                wanted = sum(directories(r, self.roots[r]) for r in self._scheduled)
+                if held is not None and held < wanted:
+                    self._fallback(
+                        f"inotify limit reached ({held} of {wanted} folders watched); "
+                        "see fs.inotify.max_user_watches"
+                    )
+                    return
 
     def _fallback(self, reason: str) -> None:
         self.polling = True

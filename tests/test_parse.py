@@ -845,6 +845,31 @@ class TestMightMatch:
 
     @settings(database=None, deadline=None, max_examples=300)
     @given(
+        lines=st.lists(
+            st.lists(
+                st.sampled_from(
+                    [b"val_", b"loss", b"=", b"0.5", b"Epoch ", b"2/", b"\x1b[1m", b"\x08", b" "]
+                ),
+                max_size=6,
+            ).map(b"".join),
+            min_size=16,  # shorter batches take the per-line path
+            max_size=60,
+        )
+    )
+    def test_batch_candidates_are_exactly_the_lines_the_gate_passes(
+        self, lines: list[bytes]
+    ) -> None:
+        """`candidates` (one search per literal over a whole chunk) keeps the same lines, in
+        order, as calling `might_match` on each: a literal split across two lines, joined by
+        the search, never lets a line through that the gate would skip, and none is lost."""
+        extractor = make_extractor(
+            definition("val_loss", r"val_loss=([0-9.]+)"), epoch=r"Epoch (\d+)/"
+        )
+        expected = [raw for raw in lines if extractor.might_match(raw)]
+        assert extractor.candidates(lines) == expected
+
+    @settings(database=None, deadline=None, max_examples=300)
+    @given(
         raw=st.lists(
             st.sampled_from(
                 [
