@@ -46,6 +46,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.6g}"
 
 
+def _fmt_evidence(value: float | None) -> str:
+    """A decision's value or median: JSON has no NaN or infinity, so null there is one of them
+    (never a missing number), shown as such rather than as an empty `-`."""
+    return "non-finite" if value is None else f"{value:.6g}"
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A plain aligned text table."""
     body = [list(map(str, r)) for r in rows]
@@ -70,8 +76,8 @@ def jobs_table(jobs: Sequence[dict[str, Any]], *, saved: dict[str, int] | None =
             status,
             str(job["epochs"]),
             str(job["stopped_at_epoch"] or "-"),
-            _fmt(decision.get("value")) if decision else "-",
-            _fmt(decision.get("median")) if decision else "-",
+            _fmt_evidence(decision.get("value")) if decision else "-",
+            _fmt_evidence(decision.get("median")) if decision else "-",
             str(decision.get("compared_jobs", "-")) if decision else "-",
         ]
         if saved is not None:

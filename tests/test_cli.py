@@ -247,6 +247,91 @@ class TestStatusCommand:
         assert not (tmp_path / "none.db").exists()
 
 
+class TestReviewedEdges:
+    """What a first user tried: each once gave a confusing or wrong answer."""
+
+    NAN_CONFIG = (
+        "tuning_job: t\nobjective: {metric: loss}\n"
+        "metric_definitions: [{Name: loss, Regex: 'loss=(\\S+)'}]\n"
+        "early_stopping: {min_jobs: 1}\n"
+    )
+
+    def test_replay_warns_on_stderr_about_a_log_without_objective_values(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        (tmp_path / "empty.log").write_text("nothing to see\n")
+        result = run_cli(
+            "replay", "-c", QUICKSTART / "config.yaml", "--json", tmp_path / "empty.log"
+        )
+        assert result.returncode == 0
+        assert json.loads(result.stdout)["jobs"][0]["epochs"] == 0  # stdout stays the document
+        assert "no 'val_loss' values in 1 log(s): empty" in result.stderr
+
+    def test_a_nan_decision_shows_as_non_finite_not_as_missing(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_text(self.NAN_CONFIG)
+        (tmp_path / "a.log").write_text("loss=0.5\n")
+        (tmp_path / "b.log").write_text("loss=nan\n")
+        result = run_cli("replay", "-c", config, tmp_path / "a.log", tmp_path / "b.log")
+        assert result.returncode == 0, result.stderr
+        (row,) = [line for line in result.stdout.splitlines() if line.split()[1:2] == ["b"]]
+        assert row.split()[2:6] == ["Stopped", "1", "1", "non-finite"]
+
+    def test_status_takes_a_config_or_a_store_not_both(self, run_cli: Run) -> None:
+        result = run_cli("status", "-c", "x.yaml", "--store", "sqlite://y.db")
+        assert result.returncode == 2
+        assert "not allowed with" in result.stderr
+
+    def test_status_values_are_shown_in_the_text_output_too(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        url = f"sqlite://{tmp_path / 'h.db'}"
+        run_cli("replay", "-c", QUICKSTART / "config.yaml", "--store", url, QUICKSTART_LOGS[0])
+        result = run_cli("status", "--store", url, "--values")
+        assert result.returncode == 0, result.stderr
+        assert f"  {QUICKSTART_LOGS[0].stem} val_loss: 1=1.5811 " in result.stdout
+
+    def test_an_unknown_store_scheme_is_a_config_error(self, run_cli: Run, tmp_path: Path) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_text("objective: {metric: m}\nstore: 'mysql://x/y'\n")
+        result = run_cli("check", "-c", config)
+        assert result.returncode == 2
+        assert "store:" in result.stderr and "mysql://x/y" in result.stderr
+
+    def test_a_config_that_is_not_utf8_is_a_config_error(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_bytes("objective: {metric: m}\n".encode("utf-16"))
+        result = run_cli("check", "-c", config)
+        assert result.returncode == 2
+        assert "not UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+    def test_check_warns_when_run_would_refuse_the_stop_section(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            "objective: {metric: m}\nmetric_definitions: [{Name: m, Regex: 'm=([0-9.]+)'}]\n"
+            f"sources: [{{path: '{tmp_path}/*.log'}}]\n"
+        )
+        result = run_cli("check", "-c", config)
+        assert result.returncode == 1
+        assert "for `sidecar run`: stop.signal" in result.stdout
+
+    def test_a_bad_environment_override_is_named_in_the_error(self, run_cli: Run) -> None:
+        result = run_cli(
+            "check",
+            "-c",
+            QUICKSTART / "config.yaml",
+            env={"SIDECAR_EARLY_STOPPING__MIN_JOBS": "abc"},
+        )
+        assert result.returncode == 2
+        assert "SIDECAR_EARLY_STOPPING__MIN_JOBS" in result.stderr
+
+
 @pytest.mark.parametrize("entry", [["sidecar"], ["python", "-m", "sidecar"]])
 def test_both_entry_points_run(entry: list[str]) -> None:
     """The console script and `python -m sidecar` are the same program."""
