@@ -37,7 +37,10 @@ def status_text(document: dict[str, Any]) -> str:
     if not document["tuning_jobs"]:
         return "no tuning jobs in the store yet"
     parts = []
-    for tj in document["tuning_jobs"]:
+    tuning_jobs = document["tuning_jobs"]
+    if len(tuning_jobs) > 1:  # a tuning job created by a config but given no job says nothing
+        tuning_jobs = [tj for tj in tuning_jobs if tj["jobs"]] or tuning_jobs[:1]
+    for tj in tuning_jobs:
         objective = tj["objective"]
         counts: dict[str, int] = {}
         for job in tj["jobs"]:
