@@ -119,7 +119,49 @@ class _Joiner:
         return {s: base64.b64encode(b).decode("ascii") for s, b in self._parts.items()}
 
 
-class DockerJsonDecoder:
+class _RecordDecoder:
+    """What the Docker and CRI decoders share: records split on newlines, each turned into (part of)
+    a logical line by `_record`, partial lines joined per stream and kept in `state`."""
+
+    _split: LineSplitter
+    _join: _Joiner
+    errors: int
+
+    @property
+    def offset(self) -> int:
+        return self._split.offset
+
+    @property
+    def truncated(self) -> int:
+        return self._split.truncated + self._join.truncated
+
+    def feed(self, data: bytes) -> list[LogicalLine]:
+        out: list[LogicalLine] = []
+        for record in self._split.feed(data):
+            self._record(record, out)
+        return out
+
+    def _record(self, record: bytes, out: list[LogicalLine]) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> list[LogicalLine]:
+        out: list[LogicalLine] = []
+        for record in self._split.finish():
+            self._record(record, out)
+        return out + self._join.flush()
+
+    def feed_raw(self, data: bytes) -> list[bytes]:
+        return [line.raw for line in self.feed(data)]
+
+    def finish_raw(self) -> list[bytes]:
+        return [line.raw for line in self.finish()]
+
+    def state(self) -> dict[str, Any]:
+        pending = self._join.state()
+        return {"pending": pending} if pending else {}
+
+
+class DockerJsonDecoder(_RecordDecoder):
     """Docker's json-file driver: `{"log": "...\\n", "stream": "stdout", "time": "..."}` per line.
 
     A record whose `log` lacks the final `\\n` (Docker splits lines at 16 KiB) continues in the
@@ -135,20 +177,6 @@ class DockerJsonDecoder:
         self._split = LineSplitter(max_line_bytes * 2 + 4096, offset)
         self._join = _Joiner(max_line_bytes, (state or {}).get("pending"))
         self.errors = 0
-
-    @property
-    def offset(self) -> int:
-        return self._split.offset
-
-    @property
-    def truncated(self) -> int:
-        return self._split.truncated + self._join.truncated
-
-    def feed(self, data: bytes) -> list[LogicalLine]:
-        out: list[LogicalLine] = []
-        for record in self._split.feed(data):
-            self._record(record, out)
-        return out
 
     def _record(self, record: bytes, out: list[LogicalLine]) -> None:
         if not record.strip():
@@ -169,24 +197,8 @@ class DockerJsonDecoder:
         if line is not None:
             out.append(line)
 
-    def finish(self) -> list[LogicalLine]:
-        out: list[LogicalLine] = []
-        for record in self._split.finish():
-            self._record(record, out)
-        return out + self._join.flush()
 
-    def feed_raw(self, data: bytes) -> list[bytes]:
-        return [line.raw for line in self.feed(data)]
-
-    def finish_raw(self) -> list[bytes]:
-        return [line.raw for line in self.finish()]
-
-    def state(self) -> dict[str, Any]:
-        pending = self._join.state()
-        return {"pending": pending} if pending else {}
-
-
-class CriDecoder:
+class CriDecoder(_RecordDecoder):
     """The CRI log format (kubelet, CRI-O, podman's k8s-file): `<time> <stream> <P|F> <text>`.
 
     `P` chunks of a stream are joined until its `F` chunk. Timestamps may end in `Z` or carry a
@@ -202,20 +214,6 @@ class CriDecoder:
         self._split = LineSplitter(max_line_bytes + 256, offset)
         self._join = _Joiner(max_line_bytes, (state or {}).get("pending"))
         self.errors = 0
-
-    @property
-    def offset(self) -> int:
-        return self._split.offset
-
-    @property
-    def truncated(self) -> int:
-        return self._split.truncated + self._join.truncated
-
-    def feed(self, data: bytes) -> list[LogicalLine]:
-        out: list[LogicalLine] = []
-        for record in self._split.feed(data):
-            self._record(record, out)
-        return out
 
     def _record(self, record: bytes, out: list[LogicalLine]) -> None:
         parts = record.split(b" ", 3)
@@ -233,22 +231,6 @@ class CriDecoder:
         line = self._join.add(stream, text, final=final)
         if line is not None:
             out.append(line)
-
-    def finish(self) -> list[LogicalLine]:
-        out: list[LogicalLine] = []
-        for record in self._split.finish():
-            self._record(record, out)
-        return out + self._join.flush()
-
-    def feed_raw(self, data: bytes) -> list[bytes]:
-        return [line.raw for line in self.feed(data)]
-
-    def finish_raw(self) -> list[bytes]:
-        return [line.raw for line in self.finish()]
-
-    def state(self) -> dict[str, Any]:
-        pending = self._join.state()
-        return {"pending": pending} if pending else {}
 
 
 def detect_format(head: bytes) -> Format:
