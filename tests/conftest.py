@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -212,3 +217,81 @@ def postgres_schema(postgres_dsn: str) -> Iterator[str]:
 def postgres_url(postgres_dsn: str, postgres_schema: str) -> str:
     """A `postgresql://` store URL whose search_path is the test's own schema."""
     return with_query(postgres_dsn, options=f"-csearch_path={postgres_schema}")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# a PostgreSQL server of the test's own, which it may stop and start (outage tests) ----------
+@dataclass
+class PrivateServer:
+    """A PostgreSQL cluster of the test's own, on its own port, that it may stop and start."""
+
+    bindir: Path
+    data: Path
+    port: int
+    run_as: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data / "db"), *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.pg_ctl("-w", "-l", str(self.data / "log"), "-o", options, "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-w", "-m", "fast", "stop")
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivateServer]:
+    """initdb + pg_ctl from Debian's postgresql packages, run as `postgres` when we are root."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        skip_or_fail("initdb is not installed (apt-get install postgresql)")
+    bindir = found[-1].parent
+    run_as: list[str] = []
+    data = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        if shutil.which("runuser") is None:
+            skip_or_fail("running as root without runuser to start PostgreSQL as postgres")
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(data, "postgres", "postgres")
+    server = PrivateServer(bindir, data, closed_port(), run_as)
+    try:
+        subprocess.run(
+            [
+                *run_as,
+                str(bindir / "initdb"),
+                "-D",
+                str(data / "db"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+        shutil.rmtree(data, ignore_errors=True)

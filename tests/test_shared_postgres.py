@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sidecar.demo import SWEEP, demo_config, free_port
-from tests.conftest import skip_or_fail
+from tests.conftest import PrivateServer
+from tests.tail_helpers import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def with_schema(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
 
 def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of one query, or [] while the server is unreachable (polled during an outage)."""
     import psycopg
 
     try:
@@ -49,88 +29,6 @@ def query(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return list(con.execute(sql, params).fetchall())
     except psycopg.Error:
         return []
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh schema on the shared server (SIDECAR_TEST_POSTGRES_DSN, else 127.0.0.1:5432/test)."""
-    psycopg = pytest.importorskip("psycopg")
-    dsn = os.environ.get("SIDECAR_TEST_POSTGRES_DSN", DEFAULT_DSN)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as con:
-            con.execute(f"CREATE SCHEMA {schema}")
-    except psycopg.Error as exc:
-        skip_or_fail(f"no PostgreSQL at {dsn}: {exc}")
-    try:
-        yield with_schema(dsn, schema)
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as con:
-            con.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-class PrivatePostgres:
-    """A PostgreSQL server of the test's own (initdb/pg_ctl), so it can be stopped mid-run."""
-
-    def __init__(self) -> None:
-        # initdb refuses root, and the postgres user must reach the folder: not under pytest's tmp
-        self.dir = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
-        shutil.chown(self.dir, "postgres")
-        self.data = self.dir / "data"
-        self.port = free_port(0)
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def run(self, *args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def init(self) -> None:
-        self.run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        self.run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "start",
-        )
-
-    def stop(self) -> None:
-        self.run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        if (self.data / "postmaster.pid").exists():
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivatePostgres]:
-    pytest.importorskip("psycopg")
-    for tool in ("initdb", "pg_ctl", "runuser"):
-        if shutil.which(tool) is None:
-            skip_or_fail(f"{tool} is not installed (Debian postgresql)")
-    server = PrivatePostgres()
-    try:
-        server.init()
-        server.start()
-    except subprocess.CalledProcessError as exc:
-        server.remove()
-        skip_or_fail(f"cannot start a private PostgreSQL: {exc.stderr.decode(errors='replace')}")
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
@@ -157,7 +55,7 @@ def stop_daemon(daemon: subprocess.Popen[bytes]) -> str:
 
 class TestSeveralNodes:
     def test_three_nodes_stop_exactly_what_replay_stops_in_launch_order(
-        self, tmp_path: Path, pg_url: str
+        self, tmp_path: Path, postgres_url: str
     ) -> None:
         """Three `sidecar run` processes ("nodes"), each tailing its own folder; trainers are
         launched one after another, alternating between them. Every node decides on the whole
@@ -173,7 +71,7 @@ class TestSeveralNodes:
             doc = json.loads(json.dumps(base))
             doc["sources"] = [{"path": str(folder / "logs" / "*.log"), "format": "plain"}]
             doc["stop"]["signal"] = {"pid_file": str(folder / "pids" / "{job}.pid")}
-            doc["store"] = pg_url
+            doc["store"] = postgres_url
             doc["node"] = f"node-{n}"
             doc["log_level"] = "warning"
             cfg = write_config(tmp_path / f"node{n}.json", doc)
@@ -186,7 +84,9 @@ class TestSeveralNodes:
         logs: list[Path] = []
         try:
             wait_for(
-                lambda: bool(query(pg_url, "SELECT 1 FROM tuning_jobs")), what="the shared store"
+                lambda: bool(query(postgres_url, "SELECT 1 FROM tuning_jobs")),
+                timeout=60.0,
+                what="the shared store",
             )
             for seed, (job, lr) in enumerate(SWEEP[:7]):
                 folder = folders[seed % 3]
@@ -213,18 +113,19 @@ class TestSeveralNodes:
                 wait_for(
                     lambda j=job, p=printed: (
                         query(  # type: ignore[misc]
-                            pg_url,
+                            postgres_url,
                             "SELECT count(*) FROM metric_values WHERE job = %s AND metric = 'val_loss'",
                             j,
                         )
                         == [(p,)]
                     ),
+                    timeout=60.0,
                     what=f"{job} applied",
                 )
         finally:
             errors = [stop_daemon(d) for d in daemons]
         assert not any("Traceback" in e for e in errors), errors
-        status = json.loads(sidecar("status", "--store", pg_url, "--json").stdout)
+        status = json.loads(sidecar("status", "--store", postgres_url, "--json").stdout)
         live = {j["job"]: j["stopped_at_epoch"] for j in status["tuning_jobs"][0]["jobs"]}
         orders = [
             j["job"] for j in sorted(status["tuning_jobs"][0]["jobs"], key=lambda j: j["order"])
@@ -239,7 +140,7 @@ class TestSeveralNodes:
         for job in stopped:  # really signalled, by the node tailing it: the trainer saw SIGTERM
             log = next(path for path in logs if path.stem == job)
             assert b"received SIGTERM" in log.read_bytes()
-        offsets = query(pg_url, "SELECT DISTINCT node FROM source_offsets ORDER BY node")
+        offsets = query(postgres_url, "SELECT DISTINCT node FROM source_offsets ORDER BY node")
         assert offsets == [("node-0",), ("node-1",), ("node-2",)]
 
 
@@ -264,7 +165,7 @@ def metric(port: int, name: str) -> float:
 class TestOutage:
     @pytest.mark.parametrize("bound", [100_000, 5], ids=["buffered", "back-pressure"])
     def test_values_written_during_an_outage_are_stored_exactly_once(
-        self, tmp_path: Path, private_postgres: PrivatePostgres, bound: int
+        self, tmp_path: Path, private_postgres: PrivateServer, bound: int
     ) -> None:
         """PostgreSQL stops mid-run and comes back: the daemon keeps tailing (up to
         `max_buffered_values`, then it stops reading), says not-ready, and afterwards every
@@ -314,20 +215,26 @@ class TestOutage:
             return {job: list(enumerate(values, start=1)) for job, values in written.items()}
 
         try:
-            wait_for(lambda: readyz(port) == 200, what="ready")
+            wait_for(lambda: readyz(port) == 200, timeout=60.0, what="ready")
             write(20)
-            wait_for(lambda: stored() == expected(), what="values before the outage stored")
+            wait_for(
+                lambda: stored() == expected(), timeout=60.0, what="values before the outage stored"
+            )
 
             private_postgres.stop()
             write(30)  # read during the outage: buffered, not lost
-            wait_for(lambda: readyz(port) == 503, what="not ready while the store is down")
+            wait_for(
+                lambda: readyz(port) == 503, timeout=60.0, what="not ready while the store is down"
+            )
             wait_for(
                 lambda: metric(port, "early_stopping_store_buffered_values") > 0,
+                timeout=60.0,
                 what="values buffered",
             )
             if bound > 1000:
                 wait_for(
                     lambda: metric(port, "early_stopping_log_lines_total") == 150,
+                    timeout=60.0,
                     what="every line read during the outage",
                 )
             else:  # past the bound no more is taken: at most one more file's chunk after it
@@ -336,8 +243,12 @@ class TestOutage:
 
             private_postgres.start()
             write(10)
-            wait_for(lambda: stored() == expected(), what="every value stored after reconnect")
-            wait_for(lambda: readyz(port) == 200, what="ready again")
+            wait_for(
+                lambda: stored() == expected(),
+                timeout=60.0,
+                what="every value stored after reconnect",
+            )
+            wait_for(lambda: readyz(port) == 200, timeout=60.0, what="ready again")
             assert metric(port, "early_stopping_store_buffered_values") == 0
             assert metric(port, "early_stopping_store_write_failures_total") >= 1
         finally:

@@ -3,20 +3,13 @@ concurrent writer processes, the rule over the shared history, migrations racing
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +20,7 @@ from sidecar.errors import StoreError
 from sidecar.model import JobStatus, Sample
 from sidecar.rule import SageMakerMedianRule
 from sidecar.store import Batch, FileOffset, JobUpdate, StoredJob, ValueRow
-from tests.conftest import ROOT, in_ci, skip_or_fail, with_query
+from tests.conftest import ROOT, PrivateServer, closed_port, in_ci, with_query
 
 try:
     import psycopg
@@ -52,12 +45,6 @@ def sql(url: str, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(query.encode(), params)
         return cur.fetchall() if cur.description else []
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_python(script: str, *args: object) -> subprocess.Popen[str]:
@@ -427,78 +414,6 @@ class TestPrivileges:
         store = PostgresStore(as_role(postgres_url, runtime))
         exercise(store)
         store.close()
-
-
-# a server that goes away ---------------------------------------------------------------------
-@dataclass
-class PrivateServer:
-    """A PostgreSQL cluster of the test's own, on its own port, that it may stop and start."""
-
-    bindir: Path
-    data: Path
-    port: int
-    run_as: list[str]
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data / "db"), *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self.pg_ctl("-w", "-l", str(self.data / "log"), "-o", options, "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-w", "-m", "fast", "stop")
-
-
-@pytest.fixture
-def private_postgres() -> Iterator[PrivateServer]:
-    """initdb + pg_ctl from Debian's postgresql packages, run as `postgres` when we are root."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        skip_or_fail("initdb is not installed (apt-get install postgresql)")
-    bindir = found[-1].parent
-    run_as: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="sidecar-pg-"))
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        if shutil.which("runuser") is None:
-            skip_or_fail("running as root without runuser to start PostgreSQL as postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(data, "postgres", "postgres")
-    server = PrivateServer(bindir, data, closed_port(), run_as)
-    try:
-        subprocess.run(
-            [
-                *run_as,
-                str(bindir / "initdb"),
-                "-D",
-                str(data / "db"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        server.start()
-        yield server
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            server.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.mark.slow
