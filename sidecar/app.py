@@ -57,10 +57,6 @@ class Consumer:
     def start(self) -> None:
         self._thread.start()
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def put(self, item: Item, *, abandon: Callable[[], bool] = lambda: False) -> bool:
         """Hand an item on, waiting while the queue is full; False if `abandon()` says give up."""
         while True:

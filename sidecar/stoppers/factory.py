@@ -35,17 +35,11 @@ def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
         raise ConfigError(problem)
     if stop.backend == "signal":
         if stop.signal.pid_file:
-            return SignalStopper(
-                pid_file_resolver(stop.signal.pid_file),
-                grace_seconds=stop.grace_seconds,
-                scope=stop.signal.scope,
-            )
-        assert stop.signal.process_match is not None  # target_problem said so
-        return SignalStopper(
-            process_match_resolver(stop.signal.process_match),
-            grace_seconds=stop.grace_seconds,
-            scope=stop.signal.scope,
-        )
+            resolve = pid_file_resolver(stop.signal.pid_file)
+        else:
+            assert stop.signal.process_match is not None  # target_problem said so
+            resolve = process_match_resolver(stop.signal.process_match)
+        return SignalStopper(resolve, grace_seconds=stop.grace_seconds, scope=stop.signal.scope)
     if stop.backend == "docker":
         from sidecar.stoppers.docker import DockerStopper
 
