@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
+import select
 import signal
 import socket
 import threading
@@ -16,13 +19,13 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config
-from sidecar.errors import SidecarError
-from sidecar.model import Chunk, JobEnded
+from sidecar.errors import ConfigError, SidecarError
+from sidecar.model import Chunk, JobEnded, StopFinished
 from sidecar.pipeline import Pipeline
-from sidecar.stoppers import StopDispatcher, Stopper
-from sidecar.stoppers.factory import make_stopper
+from sidecar.stoppers import StopDispatcher, Stopper, template_context
+from sidecar.stoppers.factory import make_prober, make_stopper
 from sidecar.store import Store, open_store
-from sidecar.tail import FileTailer
+from sidecar.tail import FileTailer, JobName
 from sidecar.telemetry import HttpServer, Telemetry
 
 if TYPE_CHECKING:
@@ -33,7 +36,10 @@ log = structlog.get_logger("sidecar")
 QUEUE_ITEMS = 256
 COMMIT_BACKOFF = (0.1, 5.0)
 
-Item = Chunk | JobEnded
+Item = Chunk | JobEnded | StopFinished
+# what a second SIGINT prints on its way out: written by the signal handler itself, which may
+# not log (structlog's lock may be held by the very code the signal interrupted)
+FORCED_EXIT = b'{"event": "forced_exit", "level": "warning", "signal": "SIGINT"}\n'
 
 
 class Consumer:
@@ -68,17 +74,42 @@ class Consumer:
                     return False
 
     def close(self, timeout: float | None) -> bool:
-        """No more items: the consumer drains what is queued and ends. True when it has."""
-        while True:
+        """No more items: the consumer drains what is queued and ends, within `timeout` seconds
+        (None: however long it takes). True when it has; else it is told to stop where it is
+        (what it has not written is read again after a restart: nothing is lost)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
             try:
-                self.queue.put(None, timeout=0.2)
+                self.queue.put(None, timeout=0.2 if left is None else min(0.2, left))
                 break
             except queue.Full:
-                if not self._thread.is_alive():
-                    break
-        self._thread.join(timeout)
+                continue  # a full queue while the store is down: the consumer may never drain it
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._thread.join(left)
         self._closed.set()
+        self._thread.join(1.0)
         return not self._thread.is_alive()
+
+    def drain(self) -> None:
+        """After the thread has ended: handle what is still queued (stop outcomes that came in
+        while the last stops finished) and write it, on the caller's thread."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                try:
+                    self.pipeline.handle(item)
+                except Exception as exc:  # at shutdown: reported, and read again after a restart
+                    log.error("drain_failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            self.pipeline.flush()
+        except Exception as exc:
+            log.error("store_write_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _failed(self, exc: Exception, what: str) -> None:
         self.failing = str(exc) if isinstance(exc, SidecarError) else f"{type(exc).__name__}: {exc}"
@@ -150,6 +181,33 @@ class Consumer:
             self._flush_wait()
 
 
+def bind_http(config: Config) -> HttpServer:
+    """Bind the HTTP port, or raise ConfigError naming `http.port` / `http.host`."""
+    host, port = config.http.host, config.http.port
+    try:
+        return HttpServer(host, port)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"http.host: {host!r} is not an address or a name this host resolves ({exc.strerror})"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"http.port: port {port} on {host} is already in use (another sidecar?); "
+                "choose another port, or 0 for any free one"
+            ) from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            raise ConfigError(
+                f"http.host: {host!r} is not an address of this host ({exc.strerror})"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(
+                f"http.port: binding port {port} is not permitted ({exc.strerror}); "
+                "ports below 1024 need privileges: choose 1024 or above"
+            ) from None
+        raise
+
+
 class Daemon:
     """`sidecar run`: tail `sources`, decide, stop, serve HTTP."""
 
@@ -173,6 +231,8 @@ class Daemon:
         self.should_exit = threading.Event()
         self.force_exit = False
         self.started = threading.Event()
+        self._signals: list[int] = []  # appended by the signal handler, read by the main loop
+        self._wake: tuple[int, int] | None = None  # the signal wake-up pipe (read, write)
         self._stopper = stopper
         self._store = store
         self.http: HttpServer | None = None
@@ -181,31 +241,67 @@ class Daemon:
 
     # lifecycle -----------------------------------------------------------------------------
     def serve(self, *, install_signals: bool = True) -> int:
-        if install_signals:
-            self._install_signal_handlers()
+        restore = self._install_signal_handlers() if install_signals else None
         try:
             self.startup()
             self.main_loop()
         finally:
-            self.shutdown()
+            try:
+                self.shutdown()
+            finally:
+                if restore is not None:
+                    restore()
         return 0
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM and SIGINT ask for a graceful exit; a second SIGINT exits at once.
+
+        The handler only records the signal (the wake-up pipe wakes the main loop): it runs on
+        the main thread between any two bytecodes, possibly inside a logger's or an Event's lock,
+        so taking any lock there (logging, `Event.set`) can deadlock the daemon for good."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        self._wake = (read_end, write_end)
+        previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
         def handle(signum: int, frame: FrameType | None) -> None:
             del frame
-            if self.should_exit.is_set() and signum == signal.SIGINT:
-                self.force_exit = True
-                log.warning("forced_exit")
+            if signum == signal.SIGINT and self._signals:
                 # every write is a committed transaction: exiting now loses nothing already read
+                os.write(2, FORCED_EXIT)
                 os._exit(130)
-            log.info("signal_received", signal=signal.Signals(signum).name)
-            self.should_exit.set()
+            self._signals.append(signum)
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            self._wake = None
+            os.close(read_end)
+            os.close(write_end)
+
+        return restore
+
+    def request_exit(self) -> None:
+        """Ask the main loop to end (from any thread, never from a signal handler)."""
+        self.should_exit.set()
+        if self._wake is not None:
+            try:
+                os.write(self._wake[1], b"\0")
+            except (BlockingIOError, OSError) as exc:
+                if getattr(exc, "errno", None) not in (errno.EAGAIN, errno.EBADF):
+                    raise
 
     def startup(self) -> None:
         config = self.config
+        from sidecar.extras import require_extras
+
+        require_extras(config, dry_run=self.dry_run)
+        # the port first: a daemon that cannot serve must fail before it reads or stops anything
+        self.http = bind_http(config)
         self.store = self._store or open_store(config.store)
         self.telemetry = Telemetry(self.registry)
         stopper = self._stopper or make_stopper(config, dry_run=self.dry_run)
@@ -234,13 +330,21 @@ class Daemon:
             self.pipeline.engine(name)
         self.pipeline.engine(config.tuning_job)
         self.consumer = Consumer(self.pipeline)
+        self.pipeline.feedback = self.consumer.put
         self.consumer.start()
         self.telemetry.watch(self.pipeline.snapshot)
-        self.http = HttpServer(
-            config.http.host, config.http.port, self.telemetry.registry, self.ready
-        )
-        self.http.start()
+        self.http.serve(self.telemetry.registry, self.ready)
         offsets = self.store.offsets(self.node)
+        prober = make_prober(config, stopper)
+        probe = None
+        if prober is not None:
+
+            def probe(name: JobName, path: str, labels: dict[str, str]) -> bool | None:
+                context = template_context(
+                    job=name.job, tuning_job=name.tuning_job, log_path=path, extra=labels
+                )
+                return prober.probe(context)
+
         self.tailer = FileTailer(
             [s for s in config.sources if s.path is not None],
             node=self.node,
@@ -250,6 +354,7 @@ class Daemon:
             emit=self._emit,
             idle_timeout=config.idle_timeout_seconds,
             watch=self.watch,
+            probe=probe,
         )
         self.tailer.start()
         for source in config.sources:
@@ -267,6 +372,7 @@ class Daemon:
                 container_source.start()
                 self.container_sources.append(container_source)
         self.started.set()
+        self._warn_about_sources()
         log.info(
             "started",
             tuning_job=config.tuning_job,
@@ -282,12 +388,44 @@ class Daemon:
             polling=bool(self.tailer.watcher and self.tailer.watcher.polling),
         )
 
+    def _warn_about_sources(self) -> None:
+        """A daemon with nothing to read says so instead of idling silently."""
+        config = self.config
+        if not config.sources:
+            log.warning(
+                "no_sources",
+                hint="`sources` is empty: nothing is read; add a glob of log files "
+                "(sources: [{path: /var/log/training/*.log}]) or a docker source",
+            )
+            return
+        globs = [s.path for s in config.sources if s.path is not None]
+        if globs and self.tailer is not None and not self.tailer.files:
+            log.warning(
+                "no_files_matched",
+                globs=globs,
+                hint="no file matches the sources' globs yet; files that appear later are "
+                "picked up (`sidecar check -c CONFIG` lists what they match)",
+            )
+
     def _emit(self, item: Item) -> None:
         self.consumer.put(item, abandon=self.should_exit.is_set)
 
     def main_loop(self) -> None:
-        while not self.should_exit.wait(1.0):
-            pass
+        while not self.should_exit.is_set():
+            if self._wake is None:
+                self.should_exit.wait(1.0)
+            else:
+                try:
+                    ready, _, _ = select.select([self._wake[0]], [], [], 1.0)
+                except InterruptedError:
+                    ready = []
+                if ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake[0], 512)
+            while self._signals:
+                signum = self._signals.pop(0)
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                self.should_exit.set()
 
     def shutdown(self) -> None:
         """Stop reading, drain, finish in-flight stops, close the store, stop HTTP last."""
@@ -304,6 +442,8 @@ class Daemon:
         dispatcher = getattr(self, "dispatcher", None)
         if dispatcher is not None and not dispatcher.close(max(0.0, deadline - time.monotonic())):
             log.warning("stops_unfinished_at_shutdown")
+        if consumer is not None and not consumer._thread.is_alive():
+            consumer.drain()  # the outcomes of the last stops
         if hasattr(self, "store"):
             self.store.close()
         if self.http is not None:

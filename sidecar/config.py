@@ -228,9 +228,11 @@ class SignalTarget(_Model):
 
     pid_file: str | None = None
     process_match: str | None = None
-    # group: the target's whole process group (DESIGN §8; launchers such as torchrun). tree: the
-    # target and its descendants only, for jobs that share a group (a shell loop with `&`)
-    scope: Literal["group", "tree"] = "group"
+    # auto: the target's process group when it leads one (setsid, exec, a container's main
+    # process; launchers such as torchrun), else the target and its descendants (a shell loop's
+    # `&` jobs share the loop's group). group / tree force one. Protected processes are never
+    # signalled whatever the scope (docs/design.md, "Reliability and safety").
+    scope: Literal["auto", "group", "tree"] = "auto"
 
     @field_validator("process_match")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
@@ -166,6 +166,22 @@ class TuningJobEngine:
             view.update(history)
         view.position = len(changes)
         return view
+
+    def stop_outcome(self, job: str, outcome: str) -> bool:
+        """Record how the stop of a job ended; True when that changed its status. A target that
+        had already exited completed by itself; a refused or failed stop left it running. The
+        decision stays, and so does the rule's view of the job (cut at the decision's epoch)."""
+        state = self.jobs.get(job)
+        if state is None or state.decision is None:
+            return False
+        state.decision = replace(state.decision, outcome=outcome)
+        before = state.status
+        if state.status is JobStatus.STOPPED:
+            if outcome == "already_exited":
+                state.status = JobStatus.COMPLETED
+            elif outcome in ("refused", "failed"):
+                state.status = JobStatus.RUNNING
+        return state.status is not before
 
     def end(self, job: str, status: JobStatus) -> JobStatus:
         """The job's source ended; a stopped job stays Stopped. Returns the final status."""

@@ -140,6 +140,7 @@ def run_exec(
     )
     pipeline.submit_stop = dispatcher.submit
     consumer = Consumer(pipeline)
+    pipeline.feedback = consumer.put
     consumer.start()
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -177,9 +178,14 @@ def run_exec(
     status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
     consumer.put(JobEnded(tuning_job, job, status, f"exit code {code}"))
     consumer.close(None)  # every line the child wrote is decided on and stored before we look
-    state = pipeline.engines[tuning_job].jobs[job]
-    stopped = state.decision is not None and not state.decision.dry_run
     dispatcher.close(timeout=config.stop.grace_seconds + 10)
+    consumer.drain()  # the stop's outcome: did the signal stop it, or had it already exited?
+    state = pipeline.engines[tuning_job].jobs[job]
+    stopped = (
+        state.decision is not None
+        and not state.decision.dry_run
+        and state.status is JobStatus.STOPPED
+    )
     store.close()
     if stopped:
         return config.early_stopped_exit_code

@@ -38,9 +38,13 @@ class Decision:
     compared_jobs: int
     rule: str
     dry_run: bool = False
+    # how the stop ended (`stopped`, `already_exited`, `dry_run`, `refused`, `failed`); None
+    # until it has, and always in `replay`, which stops nothing
+    outcome: str | None = None
 
     def evidence(self) -> dict[str, Any]:
-        """The §4 `decision` object (non-finite numbers become null: JSON has no NaN)."""
+        """The `decision` object of `replay --json` and `status --json` (non-finite numbers
+        become null: JSON has no NaN)."""
         doc: dict[str, Any] = {
             "epoch": self.epoch,
             "value": finite_or_none(self.value),
@@ -49,6 +53,8 @@ class Decision:
         }
         if self.dry_run:
             doc["dry_run"] = True
+        if self.outcome is not None:
+            doc["outcome"] = self.outcome
         return doc
 
 
@@ -88,6 +94,15 @@ class JobEnded:
     job: str
     status: JobStatus
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopFinished:
+    """How the stop of a job ended (a stop backend's outcome, back to the consumer)."""
+
+    tuning_job: str
+    job: str
+    outcome: str
 
 
 @dataclass(slots=True)

@@ -32,15 +32,21 @@ from sidecar.model import (
     JobStatus,
     ParseCounts,
     Sample,
+    StopFinished,
 )
 from sidecar.parse import Extractor, JobParser
-from sidecar.stoppers import StopRequest, StopResult, template_context
+from sidecar.stoppers import StopOutcome, StopRequest, StopResult, template_context
 from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
 
 log = structlog.get_logger("sidecar")
 
 SubmitStop = Callable[[StopRequest], object]
+Feedback = Callable[[StopFinished], object]
+
+# a decision at epoch e on a read that also held epochs past e + this: the job's output reached
+# the log long after it was printed (block-buffered stdout)
+BUFFERED_EPOCHS = 1
 
 FLUSH_MAX_VALUES = 20_000  # values per transaction when writing a backlog
 
@@ -87,6 +93,7 @@ class Pipeline:
         self.pending: deque[Batch] = deque()  # batches not yet committed, oldest first
         self.pending_values = 0
         self.refresh_failing = False
+        self.feedback: Feedback | None = None  # where stop outcomes go (the consumer's queue)
         self.lock = threading.Lock()  # held while handling an item; scrapes take it for a snapshot
 
     # state ---------------------------------------------------------------------------------
@@ -168,13 +175,23 @@ class Pipeline:
         )
         self.runtimes[key] = runtime
         self.local_jobs.add(key)
+        log.info(
+            "job_registered",
+            tuning_job=tuning_job,
+            job=job,
+            order=order,
+            status=state.status.value,
+            log_path=log_path or None,
+        )
         return runtime
 
     # items ---------------------------------------------------------------------------------
-    def handle(self, item: Chunk | JobEnded) -> None:
+    def handle(self, item: Chunk | JobEnded | StopFinished) -> None:
         with self.lock:
             if isinstance(item, JobEnded):
                 self._end(item)
+            elif isinstance(item, StopFinished):
+                self._stop_finished(item)
             else:
                 self._chunk(item)
 
@@ -208,10 +225,13 @@ class Pipeline:
             batch.updates.append(JobUpdate(chunk.tuning_job, chunk.job, JobStatus.RUNNING))
         counts = ParseCounts()
         parser = runtime.parser
+        decided = state.decision is not None
         for raw in self.extractor.candidates(chunk.lines):
             samples = parser.feed(decode_line(raw), counts)
             if samples:
                 self._samples(engine, chunk.job, runtime, samples, batch, read_at=chunk.read_at)
+        if not decided and state.decision is not None:
+            self._warn_if_buffered(state.decision, batch)
         if position is not None:
             batch.offsets.append(self._offset(position, parser))
         self._write(batch)
@@ -305,15 +325,68 @@ class Pipeline:
         for metric, n in counts.timeouts.items():
             t.regex_timeouts.labels(metric).inc(n)
 
+    def _warn_if_buffered(self, decision: Decision, batch: Batch) -> None:
+        """One warning when the read that stopped a job already held epochs well past the stop:
+        its output reaches the log in blocks, long after it is printed."""
+        metric = self.config.objective.metric
+        logged = max(
+            (
+                v.epoch
+                for v in batch.values
+                if v.job == decision.job
+                and v.tuning_job == decision.tuning_job
+                and v.metric == metric
+            ),
+            default=0,
+        )
+        if logged > decision.epoch + BUFFERED_EPOCHS:
+            log.warning(
+                "output_buffered",
+                tuning_job=decision.tuning_job,
+                job=decision.job,
+                stop_epoch=decision.epoch,
+                epochs_in_log=logged,
+                hint="the job's output reached its log in blocks, long after it was printed, "
+                "so it was stopped late: run Python trainers with `python -u` or "
+                "PYTHONUNBUFFERED=1, or print(..., flush=True)",
+            )
+
+    def _context(self, tuning_job: str, job: str, runtime: JobRuntime) -> dict[str, str]:
+        return template_context(
+            job=job, tuning_job=tuning_job, log_path=runtime.log_path, extra=runtime.labels
+        )
+
     def _stop(self, decision: Decision, runtime: JobRuntime) -> None:
         self.telemetry.jobs_stopped.labels(decision.tuning_job).inc()
-        context = template_context(
-            job=decision.job,
-            tuning_job=decision.tuning_job,
-            log_path=runtime.log_path,
-            extra=runtime.labels,
+        context = self._context(decision.tuning_job, decision.job, runtime)
+        # every other job this sidecar reads: the stop must not touch their processes
+        others = tuple(
+            self._context(tj, job, other)
+            for (tj, job), other in self.runtimes.items()
+            if (tj, job) != (decision.tuning_job, decision.job)
         )
-        self.submit_stop(StopRequest(decision, context))
+        self.submit_stop(StopRequest(decision, context, others=others))
+
+    def _stop_finished(self, finished: StopFinished) -> None:
+        engine = self.engines.get(finished.tuning_job)
+        if engine is None or finished.job not in engine.jobs:
+            return
+        changed = engine.stop_outcome(finished.job, finished.outcome)
+        state = engine.jobs[finished.job]
+        # the outcome is stored with the decision whether or not the status changed
+        self._write(
+            Batch(
+                updates=[JobUpdate(finished.tuning_job, finished.job, state.status, state.decision)]
+            )
+        )
+        if changed:
+            log.info(
+                "job_status_corrected",
+                tuning_job=finished.tuning_job,
+                job=finished.job,
+                status=state.status.value,
+                outcome=finished.outcome,
+            )
 
     def _end(self, ended: JobEnded) -> None:
         engine = self.engines.get(ended.tuning_job)
@@ -354,15 +427,16 @@ class Pipeline:
             ]
         return iter(jobs)
 
-    def stop_finished(
-        self, request: StopRequest, result: StopResult | None, seconds: float
-    ) -> None:
-        """Called by a stopper thread: one structured event per stop decision, with its outcome."""
-        d = request.decision
-        outcome = result.value if result is not None else "failed"
-        if result is StopResult.STOPPED:
-            self.telemetry.stop_duration.observe(seconds)
-        event = log.info if result is not None else log.error
+    def stop_finished(self, outcome: StopOutcome) -> None:
+        """Called by a stopper thread: one structured event per stop decision, with its outcome,
+        and the outcome handed back to the consumer (the job's status follows what happened)."""
+        d = outcome.request.decision
+        if outcome.result is StopResult.STOPPED:
+            self.telemetry.stop_duration.observe(outcome.seconds)
+        fields: dict[str, object] = {}
+        if outcome.error is not None:
+            fields["error"] = outcome.error
+        event = log.info if outcome.result is not None else log.error
         event(
             "stop_decision",
             tuning_job=d.tuning_job,
@@ -374,9 +448,12 @@ class Pipeline:
             rule=d.rule,
             backend=self.backend,
             dry_run=d.dry_run,
-            outcome=outcome,
-            seconds=round(seconds, 4),
+            outcome=outcome.outcome,
+            seconds=round(outcome.seconds, 4),
+            **fields,
         )
+        if self.feedback is not None:
+            self.feedback(StopFinished(d.tuning_job, d.job, outcome.outcome))
 
     def stop_failed(self, request: StopRequest, error: Exception) -> None:
         """Called per failed stop attempt: counted; the dispatcher retries."""

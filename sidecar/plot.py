@@ -12,23 +12,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sidecar.config import Config, EarlyStoppingType
-from sidecar.errors import SidecarError, UsageError
+from sidecar.errors import SidecarError
 from sidecar.replay import JobTrace
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-MISSING = "replay --plot needs matplotlib: pip install 'early-stopping-sidecar[plot]'"
 COLUMNS = 3
 CURVE, AFTER, MEDIAN, STOP = "#1f77b4", "#9aa5b1", "#ff7f0e", "#d62728"
 
 
 def require_matplotlib() -> None:
-    """Fail fast, before any work, when the plot extra is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise UsageError(MISSING) from None
+    """Fail fast, before any work, when the plot extra is not installed (exit 2)."""
+    from sidecar.extras import require
+
+    require("plot", what="--plot")
+    import matplotlib
+
     matplotlib.use("Agg")
 
 

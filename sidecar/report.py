@@ -27,7 +27,8 @@ def job_doc(
         "order": order,
         "status": status.value,
         "epochs": epochs,
-        "stopped_at_epoch": decision.epoch if decision else None,
+        # a decision whose target had already exited (or whose stop failed) stopped nothing
+        "stopped_at_epoch": decision.epoch if decision and status is JobStatus.STOPPED else None,
         "decision": decision.evidence() if decision else None,
     }
 
@@ -70,12 +71,14 @@ def jobs_table(jobs: Sequence[dict[str, Any]], *, saved: dict[str, int] | None =
     for job in jobs:
         decision = job.get("decision") or {}
         status = job["status"] + (" (dry run)" if decision.get("dry_run") else "")
+        if decision.get("outcome") in ("already_exited", "refused", "failed"):
+            status += f" (stop {decision['outcome'].replace('_', ' ')})"
         row = [
             str(job["order"]),
             job["job"],
             status,
             str(job["epochs"]),
-            str(job["stopped_at_epoch"] or "-"),
+            str(job["stopped_at_epoch"] or (f"({decision['epoch']})" if decision else "-")),
             _fmt_evidence(decision.get("value")) if decision else "-",
             _fmt_evidence(decision.get("median")) if decision else "-",
             str(decision.get("compared_jobs", "-")) if decision else "-",

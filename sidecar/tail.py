@@ -35,8 +35,16 @@ FINGERPRINT_BYTES = 1024
 RECONCILE_SECONDS = 1.0
 POLL_SECONDS = 0.25
 ROTATE_WAIT_SECONDS = 5.0
+# when the job's process is known (a pid file, process_match): its exit ends the job. A job whose
+# files grow is alive; one idle this long is asked about, at growing intervals up to the max
+EXIT_SETTLE_SECONDS = 2.0
+PROBE_MAX_INTERVAL = 10.0
+# a process never seen alive (a stale pid file?) ends the job only once its files are this quiet
+EXIT_QUIET_SECONDS = 10.0
 
 Emit = Callable[[Chunk | JobEnded], None]
+# (job, one of its log paths, its template labels) -> is its process alive (None: cannot tell)
+Probe = Callable[["JobName", str, dict[str, str]], bool | None]
 
 
 def fingerprint(fd: int, size: int) -> str:
@@ -99,6 +107,15 @@ class TailedFile:
     seen: tuple[int, int, int] | None = None
 
 
+@dataclass(slots=True)
+class ProbeState:
+    """When to ask next whether a job's process is alive, and whether it ever was."""
+
+    due: float
+    interval: float = 1.0
+    seen_alive: bool = False
+
+
 class FileTailer:
     """Follows the files of `sources`; one thread, woken by a Waker, reconciling every second."""
 
@@ -115,6 +132,7 @@ class FileTailer:
         waker: Waker | None = None,
         watch: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        probe: Probe | None = None,
     ) -> None:
         self.sources = list(sources)
         self.node = node
@@ -132,6 +150,9 @@ class FileTailer:
         self._thread: threading.Thread | None = None
         self._ended: dict[JobName, float] = {}  # job -> when its last file went away
         self._idle_reported: set[JobName] = set()
+        self.probe = probe
+        self._probes: dict[JobName, ProbeState] = {}
+        self._exit_reported: set[JobName] = set()
         self.running = False
 
     # lifecycle -----------------------------------------------------------------------------
@@ -172,6 +193,7 @@ class FileTailer:
                         self.watcher.schedule_missing()
                     self.scan()
                     self._check_idle(now)
+                    self._check_exits(now)
                 elif rescan:
                     self.scan()
                 else:
@@ -349,6 +371,9 @@ class FileTailer:
         tailed.resume = {}
         tailed.sent_offset = decoder.offset
         self._idle_reported.discard(tailed.name)
+        if lines and tailed.name in self._exit_reported:  # it speaks again: a process anew
+            self._exit_reported.discard(tailed.name)
+            self._probes.pop(tailed.name, None)
         self.emit(
             Chunk(
                 tuning_job=tailed.name.tuning_job,
@@ -385,3 +410,38 @@ class FileTailer:
             if now - last >= self.idle_timeout and name not in self._idle_reported:
                 self._idle_reported.add(name)
                 self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "idle"))
+
+    def _check_exits(self, now: float) -> None:
+        """End the jobs whose process has exited (after reading their files to the end)."""
+        if self.probe is None:
+            return
+        by_job: dict[JobName, list[TailedFile]] = {}
+        for tailed in self.files.values():
+            by_job.setdefault(tailed.name, []).append(tailed)
+        for name in list(self._probes):
+            if name not in by_job:
+                del self._probes[name]
+        for name, files in by_job.items():
+            if name in self._exit_reported:
+                continue
+            state = self._probes.setdefault(name, ProbeState(due=now))
+            if now < state.due:
+                continue
+            quiet = now - max(f.last_growth for f in files)
+            if state.seen_alive and quiet < EXIT_SETTLE_SECONDS:
+                state.due = now + 1.0  # its log grows: alive, nothing to ask
+                continue
+            alive = self.probe(name, files[0].path, dict(files[0].labels))
+            if alive:
+                state.seen_alive = True
+                state.interval = min(state.interval * 2, PROBE_MAX_INTERVAL)
+                state.due = now + state.interval
+            elif alive is False and (state.seen_alive or quiet >= EXIT_QUIET_SECONDS):
+                for tailed in files:
+                    self.read(tailed)  # every line it wrote goes before its end
+                self._exit_reported.add(name)
+                self.emit(
+                    JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "process exited")
+                )
+            else:
+                state.due = now + 1.0

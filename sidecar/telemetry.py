@@ -133,15 +133,25 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class HttpServer:
-    """`/metrics`, `/healthz` (alive) and `/readyz` (store reachable, inputs running)."""
+    """`/metrics`, `/healthz` (alive) and `/readyz` (store reachable, inputs running).
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        ready: Callable[[], tuple[bool, str]],
-    ) -> None:
+    The port is bound when the server is made (so a port in use fails before anything else
+    starts); requests are answered once `serve` is called."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._server = make_server(
+            host, port, self._not_yet, _ThreadingServer, handler_class=_QuietHandler
+        )
+        self.port = self._server.server_port
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _not_yet(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"starting\n"]
+
+    def serve(self, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> None:
+        """Answer requests from now on, on a thread of the server's own."""
         metrics_app = make_wsgi_app(registry)
 
         def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -160,13 +170,11 @@ class HttpServer:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: /metrics /healthz /readyz\n"]
 
-        self._server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
-        self.port = self._server.server_port
+        self._server.set_app(app)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-
-    def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread is not None:
+            self._server.shutdown()
         self._server.server_close()

@@ -182,17 +182,17 @@ class TestDockerStopper:
         assert (state["Status"], state["ExitCode"]) == ("exited", 137)
         assert "got SIGTERM, carrying on" in containers.logs(container)
 
-    def test_a_container_already_gone_is_success(
+    def test_a_container_already_exited_is_success(
         self, containers: Containers, podman_socket: str
     ) -> None:
         """No such container, or one that has already exited: nothing to stop, success."""
         stopper = DockerStopper(container="{job}", label=None, grace_seconds=5, host=podman_socket)
         assert stopper.stop(request_for(containers.name("never-existed"))) is (
-            StopResult.ALREADY_GONE
+            StopResult.ALREADY_EXITED
         )
         exited = containers.run("echo done", name=containers.name("exited"))
         containers.wait_exited(exited)
-        assert stopper.stop(request_for(exited.name)) is StopResult.ALREADY_GONE
+        assert stopper.stop(request_for(exited.name)) is StopResult.ALREADY_EXITED
         assert containers.state(exited)["ExitCode"] == 0
 
     def test_label_selection_stops_only_the_container_labelled_with_the_job(
@@ -213,7 +213,7 @@ class TestDockerStopper:
 
         assert containers.state(target)["ExitCode"] == 143
         assert containers.state(neighbour)["Status"] == "running"
-        assert stopper.stop(request_for(job)) is StopResult.ALREADY_GONE
+        assert stopper.stop(request_for(job)) is StopResult.ALREADY_EXITED
 
     def test_the_container_id_from_the_docker_source_names_the_target(
         self, containers: Containers, podman_socket: str

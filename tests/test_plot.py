@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sidecar.cli import read_config
-from sidecar.plot import MISSING
+from sidecar.extras import install_hint
 from sidecar.replay import replay
 from sidecar.rule import JobHistory, make_rule
 from sidecar.store import open_store
@@ -163,7 +163,8 @@ class TestPlotCommand:
             check=False,
         )
         assert result.returncode == 2
-        assert MISSING in result.stderr
+        assert "--plot needs the Python package(s) 'matplotlib'" in result.stderr
+        assert install_hint("plot") in result.stderr
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
         assert not out.exists()

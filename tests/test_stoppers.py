@@ -31,12 +31,14 @@ from sidecar.stoppers import (
     PermanentStopError,
     StopDispatcher,
     StopError,
+    StopOutcome,
     StopRequest,
     StopResult,
     template_context,
     write_marker,
 )
 from sidecar.stoppers.factory import make_stopper
+from sidecar.stoppers.procs import ProcessTable
 from sidecar.stoppers.signal import (
     SignalStopper,
     fixed_resolver,
@@ -292,7 +294,7 @@ class TestSignalStopperPidFile:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait(timeout=DEADLINE)
 
-    def test_a_reaped_target_is_already_gone(self, tmp_path: Path) -> None:
+    def test_a_reaped_target_is_already_exited(self, tmp_path: Path) -> None:
         """A pid file naming a process that exited and was reaped: nothing to do, success."""
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait(timeout=DEADLINE)
@@ -300,9 +302,9 @@ class TestSignalStopperPidFile:
         wait_until(lambda: _stat(dead.pid) is None, "the reaped pid leaves /proc")
 
         stopper = SignalStopper(pid_file_resolver(str(tmp_path / "t.pid")), grace_seconds=1.0)
-        assert stopper.stop(request()) is StopResult.ALREADY_GONE
+        assert stopper.stop(request()) is StopResult.ALREADY_EXITED
 
-    def test_an_exited_but_unreaped_target_is_already_gone(
+    def test_an_exited_but_unreaped_target_is_already_exited(
         self, spawn: Spawn, tmp_path: Path
     ) -> None:
         """A zombie is not a live process: nothing is signalled, success."""
@@ -311,7 +313,7 @@ class TestSignalStopperPidFile:
         (tmp_path / "t.pid").write_text(str(proc.pid))
 
         stopper = SignalStopper(pid_file_resolver(str(tmp_path / "t.pid")), grace_seconds=1.0)
-        assert stopper.stop(request()) is StopResult.ALREADY_GONE
+        assert stopper.stop(request()) is StopResult.ALREADY_EXITED
         assert proc.wait(timeout=DEADLINE) == 0  # it exited by itself, not by a signal
 
     def test_a_missing_pid_file_is_a_retryable_error(self, tmp_path: Path) -> None:
@@ -343,23 +345,30 @@ class TestSignalStopperPidFile:
             stopper.stop(request())
         assert not isinstance(caught.value, PermanentStopError)
 
-    def test_reading_the_pid_file_leaves_no_file_open(self, tmp_path: Path) -> None:
+    def test_reading_the_pid_file_leaves_no_file_open(self, spawn: Spawn, tmp_path: Path) -> None:
         """The pid file is closed after reading (no ResourceWarning, no leaked descriptor)."""
-        (tmp_path / "t.pid").write_text("4242\n")
+        proc = spawn(SLEEPER)
+        assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        (tmp_path / "t.pid").write_text(f"{proc.pid}\n")
         resolve = pid_file_resolver(str(tmp_path / "t.pid"))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert resolve(request()) == [4242]
+            assert resolve(request().context, ProcessTable()) == [proc.pid]
             gc.collect()
         assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
-    def test_the_pid_file_template_is_filled_from_the_request(self, tmp_path: Path) -> None:
+    def test_the_pid_file_template_is_filled_from_the_request(
+        self, spawn: Spawn, tmp_path: Path
+    ) -> None:
         """`{tuning_job}`, `{job}` and `{log_dir}` come from the request's context."""
+        proc = spawn(SLEEPER)
+        assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
         log_dir = tmp_path / "logs"
         resolve = pid_file_resolver("{log_dir}/{tuning_job}/{job}.pid")
         (log_dir / "tj").mkdir(parents=True)
-        (log_dir / "tj" / "job-b.pid").write_text("4242\n")
-        assert resolve(request("job-b", "tj", log_path=str(log_dir / "job-b.log"))) == [4242]
+        (log_dir / "tj" / "job-b.pid").write_text(f"{proc.pid}\n")
+        context = request("job-b", "tj", log_path=str(log_dir / "job-b.log")).context
+        assert resolve(context, ProcessTable()) == [proc.pid]
 
 
 class TestFixedResolver:
@@ -383,17 +392,17 @@ class TestSignalStopperProcessMatch:
             assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
 
         resolve = process_match_resolver(r"--job {job}(?:\s|$)")
-        assert resolve(request(job)) == [target.pid]
+        assert resolve(request(job).context, ProcessTable()) == [target.pid]
         stopper = SignalStopper(resolve, grace_seconds=10.0)
         assert stopper.stop(request(job)) is StopResult.STOPPED
 
         assert target.wait(timeout=DEADLINE) == -signal.SIGTERM
         assert other.poll() is None
 
-    def test_nothing_matching_is_already_gone(self) -> None:
+    def test_nothing_matching_is_already_exited(self) -> None:
         """No process has the job's name in its command line: the job has ended, success."""
         stopper = SignalStopper(process_match_resolver(r"--job {job}$"), grace_seconds=1.0)
-        assert stopper.stop(request(unique("job-none"))) is StopResult.ALREADY_GONE
+        assert stopper.stop(request(unique("job-none"))) is StopResult.ALREADY_EXITED
 
     @pytest.mark.parametrize("broad", ["python", ".", "pytest|sh|bash|init"])
     def test_never_matches_the_sidecar_or_its_ancestors(self, spawn: Spawn, broad: str) -> None:
@@ -405,7 +414,7 @@ class TestSignalStopperProcessMatch:
         if broad == "python":
             assert "python" in own_cmdline  # precondition: the regex does match us
 
-        found = process_match_resolver(f"--job {{job}}|{broad}")(request(job))
+        found = process_match_resolver(f"--job {{job}}|{broad}")(request(job).context, ProcessTable())
 
         assert target.pid in found
         assert not ancestry(os.getpid()) & set(found)
@@ -420,7 +429,7 @@ class TestSignalStopperProcessMatch:
             assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
 
         resolve = process_match_resolver(r"--job {job}(?:\s|$)")
-        assert resolve(request(job)) == [literal.pid]
+        assert resolve(request(job).context, ProcessTable()) == [literal.pid]
         assert SignalStopper(resolve, grace_seconds=10.0).stop(request(job)) is StopResult.STOPPED
         assert literal.wait(timeout=DEADLINE) == -signal.SIGTERM
         assert lookalike.poll() is None
@@ -432,7 +441,7 @@ class TestSignalStopperProcessMatch:
         assert target.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
 
         resolve = process_match_resolver(r"--job {job} --shard [0-9]{2}$")
-        assert resolve(request(job)) == [target.pid]
+        assert resolve(request(job).context, ProcessTable()) == [target.pid]
 
 
 # -- the dispatcher -------------------------------------------------------------------------
@@ -479,9 +488,9 @@ class Recorder:
         self.failures: list[tuple[StopRequest, Exception]] = []
         self.lock = threading.Lock()
 
-    def on_result(self, req: StopRequest, result: StopResult | None, seconds: float) -> None:
+    def on_result(self, outcome: StopOutcome) -> None:
         with self.lock:
-            self.results.append((req, result, seconds))
+            self.results.append((outcome.request, outcome.result, outcome.seconds))
 
     def on_failure(self, req: StopRequest, error: Exception) -> None:
         with self.lock:

@@ -260,7 +260,7 @@ class TestThroughTheDispatcher:
         results: list[StopResult | None] = []
         dispatcher = StopDispatcher(
             CommandStopper([sys.executable, "-c", script, str(attempts)], timeout=DEADLINE),
-            on_result=lambda req, result, seconds: results.append(result),
+            on_result=lambda outcome: results.append(outcome.result),
             on_failure=lambda req, error: failures.append(error),
             backoff=0.01,
         )

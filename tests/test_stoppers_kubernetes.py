@@ -285,7 +285,7 @@ class TestDeletePod:
         stopper.stop(request_for("lr-3"))
         assert api.requests[0].path == "/api/v1/namespaces/training/pods/tj-lr-3"
 
-    def test_a_pod_already_gone_is_success(
+    def test_a_pod_already_exited_is_success(
         self, api: FakeKubernetesApiServer, kubeconfig: Path
     ) -> None:
         """404: the pod ended (or was deleted) before the stop: success, not retried."""
@@ -294,7 +294,7 @@ class TestDeletePod:
             (404, status_body(404, "NotFound", 'pods "gone" not found')),
         )
         result = pod_stopper(kubeconfig).stop(request_for("gone", {"namespace": "ml-team"}))
-        assert result is StopResult.ALREADY_GONE
+        assert result is StopResult.ALREADY_EXITED
         assert len(api.requests) == 1
 
     def test_forbidden_is_one_permanent_error_naming_the_verb_and_resource(
@@ -368,7 +368,7 @@ class TestDeleteBatchJob:
         assert sent.headers["authorization"] == f"Bearer {TOKEN}"
         assert not any("/pods/" in r.path for r in api.requests)
 
-    def test_a_job_already_gone_is_success(
+    def test_a_job_already_exited_is_success(
         self, api: FakeKubernetesApiServer, kubeconfig: Path
     ) -> None:
         api.reply(
@@ -376,7 +376,7 @@ class TestDeleteBatchJob:
             (404, status_body(404, "NotFound", 'jobs.batch "j" not found')),
         )
         stopper = job_stopper(kubeconfig, namespace="n")
-        assert stopper.stop(request_for("j-abcde", {"batch_job": "j"})) is StopResult.ALREADY_GONE
+        assert stopper.stop(request_for("j-abcde", {"batch_job": "j"})) is StopResult.ALREADY_EXITED
 
     def test_forbidden_names_delete_on_jobs_in_the_batch_group(
         self, api: FakeKubernetesApiServer, kubeconfig: Path
@@ -437,7 +437,7 @@ class TestThroughTheDispatcher:
         failures: list[Exception] = []
         dispatcher = StopDispatcher(
             stopper,
-            on_result=lambda req, result, seconds: results.append(result),
+            on_result=lambda outcome: results.append(outcome.result),
             on_failure=lambda req, error: failures.append(error),
             backoff=0.01,
         )

@@ -264,8 +264,8 @@ def server() -> Iterator[tuple[HttpServer, Telemetry, list[tuple[bool, str]]]]:
     telemetry = Telemetry(CollectorRegistry())
     populate(telemetry)
     readiness = [(True, "ready")]
-    http = HttpServer("127.0.0.1", 0, telemetry.registry, lambda: readiness[0])
-    http.start()
+    http = HttpServer("127.0.0.1", 0)
+    http.serve(telemetry.registry, lambda: readiness[0])
     yield http, telemetry, readiness
     http.stop()
 

@@ -2,6 +2,8 @@
 
 Stopper.stop(request) -> StopResult    raises StopError (retried with backoff) or
                                        PermanentStopError (not retried: wrong RBAC, bad config)
+                                       └── StopRefusedError (it would touch a protected process)
+Stopper.probe(context) -> bool | None  is the job's process alive (None: cannot tell)
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ log = structlog.get_logger("sidecar.stop")
 
 
 class StopResult(StrEnum):
-    """How a stop ended."""
+    """How a stop ended (the `outcome` of its `stop_decision` event, with `refused` and
+    `failed` for the stops that did not end)."""
 
     STOPPED = "stopped"  # the target was signalled and is gone
-    ALREADY_GONE = "already_gone"  # nothing to stop: success
+    ALREADY_EXITED = "already_exited"  # the target had already exited: nothing was signalled
     DRY_RUN = "dry_run"  # nothing was signalled on purpose
 
 
@@ -42,6 +45,11 @@ class PermanentStopError(StopError):
     """A stop cannot succeed by retrying (missing permission, invalid target)."""
 
 
+class StopRefusedError(PermanentStopError):
+    """The stop would signal a process it must not: the sidecar, its ancestors, pid 1, a
+    launcher, or another job's process. Nothing was signalled."""
+
+
 @dataclass(frozen=True, slots=True)
 class StopRequest:
     """A decision plus what templates need to find its target."""
@@ -49,6 +57,26 @@ class StopRequest:
     decision: Decision
     context: dict[str, str]
     decided_at: float = field(default_factory=time.monotonic)
+    # the template contexts of the other jobs this sidecar follows: their processes are protected
+    others: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    """How one request ended: its result, or (result None) the last error."""
+
+    request: StopRequest
+    result: StopResult | None
+    seconds: float
+    error: str | None = None
+    refused: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """`stopped`, `already_exited`, `dry_run`, `refused` or `failed`."""
+        if self.result is not None:
+            return self.result.value
+        return "refused" if self.refused else "failed"
 
 
 class Stopper(Protocol):
@@ -60,6 +88,10 @@ class Stopper(Protocol):
         """Stop the request's target; return when it is gone (or raise StopError)."""
         ...
 
+    def probe(self, context: dict[str, str]) -> bool | None:
+        """Whether the job's process (container) is alive; None when it cannot tell."""
+        ...
+
 
 class NoneStopper:
     """`backend: none` and `--dry-run`: every decision is made, nothing is signalled."""
@@ -69,6 +101,10 @@ class NoneStopper:
     def stop(self, request: StopRequest) -> StopResult:
         del request
         return StopResult.DRY_RUN
+
+    def probe(self, context: dict[str, str]) -> bool | None:
+        del context
+        return None
 
 
 def template_context(
@@ -106,16 +142,16 @@ def write_marker(template: str, request: StopRequest) -> Path:
     return path
 
 
-OnResult = Callable[[StopRequest, StopResult | None, float], None]
+OnResult = Callable[[StopOutcome], None]
 OnFailure = Callable[[StopRequest, Exception], None]
 
 
 class StopDispatcher:
     """Runs stops on worker threads so a slow stop never blocks parsing; retries with backoff.
 
-    `submit` never blocks: a full queue is a counted failure. `on_result(request, result, seconds)`
-    is called once per request (result None when every attempt failed); `on_failure` once per
-    failed attempt.
+    `submit` never blocks: a full queue is a counted failure. `on_result(outcome)` is called once
+    per request (its result None when every attempt failed or the stop was refused);
+    `on_failure` once per failed attempt.
     """
 
     def __init__(
@@ -185,21 +221,32 @@ class StopDispatcher:
             except OSError as exc:
                 log.warning("stop_marker_failed", job=request.decision.job, error=str(exc))
         delay = self.backoff
+        error: Exception | None = None
         for attempt in range(1, self.attempts + 1):
             try:
                 result = self.stopper.stop(request)
             except PermanentStopError as exc:
                 self.on_failure(request, exc)
+                error = exc
                 break
             except Exception as exc:  # every failure is counted and retried; the daemon stays up
                 self.on_failure(request, exc)
+                error = exc
                 if attempt == self.attempts or self._closing.wait(delay):
                     break
                 delay = min(delay * 2, self.max_backoff)
                 continue
-            self.on_result(request, result, time.monotonic() - request.decided_at)
+            self.on_result(StopOutcome(request, result, time.monotonic() - request.decided_at))
             return
-        self.on_result(request, None, time.monotonic() - request.decided_at)
+        self.on_result(
+            StopOutcome(
+                request,
+                None,
+                time.monotonic() - request.decided_at,
+                error=str(error) if error is not None else None,
+                refused=isinstance(error, StopRefusedError),
+            )
+        )
 
     def close(self, timeout: float) -> bool:
         """Finish in-flight stops for up to `timeout` seconds; True when all finished."""

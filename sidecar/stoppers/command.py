@@ -34,6 +34,11 @@ class CommandStopper:
         # the config's: nothing from a log line chooses what runs
         return [self.argv[0], *(render_template(a, request.context) for a in self.argv[1:])]
 
+    def probe(self, context: dict[str, str]) -> bool | None:
+        """A command cannot tell whether the job still runs."""
+        del context
+        return None
+
     def stop(self, request: StopRequest) -> StopResult:
         argv = self.render(request)
         with tempfile.TemporaryFile() as stderr:

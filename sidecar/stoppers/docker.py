@@ -53,6 +53,11 @@ class DockerStopper:
                 self._client = docker_client(self.host, timeout=self.grace_seconds + 60)
             return self._client
 
+    def probe(self, context: dict[str, str]) -> bool | None:
+        """Not asked of this runtime: its sources report their own ends."""
+        del context
+        return None
+
     def stop(self, request: StopRequest) -> StopResult:
         import docker.errors
 
@@ -66,10 +71,10 @@ class DockerStopper:
                 try:
                     targets = [client.containers.get(name)]
                 except docker.errors.NotFound:
-                    return StopResult.ALREADY_GONE
+                    return StopResult.ALREADY_EXITED
             running = [c for c in targets if c.status in LIVE_STATES]
             if not running:
-                return StopResult.ALREADY_GONE
+                return StopResult.ALREADY_EXITED
             for container in running:
                 try:
                     # returns once the container has exited: SIGKILL comes after the timeout

@@ -25,6 +25,17 @@ def target_problem(config: Config) -> str | None:
     return None
 
 
+def make_prober(config: Config, stopper: Stopper) -> Stopper | None:
+    """What can tell whether a job's process is alive (its exit then ends the job): the signal
+    backend with a target, even under --dry-run; None for the other backends, whose sources
+    (`exec`, containers) report their ends themselves."""
+    if isinstance(stopper, SignalStopper):
+        return stopper
+    if config.stop.backend == "signal" and target_problem(config) is None:
+        return make_stopper(config)
+    return None
+
+
 def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
     """The configured backend; `none` when dry-running. Raises ConfigError for a missing target."""
     stop = config.stop
@@ -35,7 +46,8 @@ def make_stopper(config: Config, *, dry_run: bool = False) -> Stopper:
         raise ConfigError(problem)
     if stop.backend == "signal":
         if stop.signal.pid_file:
-            resolve = pid_file_resolver(stop.signal.pid_file)
+            # with both, the command line checks that the pid file's pid is still the job's
+            resolve = pid_file_resolver(stop.signal.pid_file, match=stop.signal.process_match)
         else:
             assert stop.signal.process_match is not None  # target_problem said so
             resolve = process_match_resolver(stop.signal.process_match)

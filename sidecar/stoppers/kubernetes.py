@@ -68,6 +68,11 @@ class KubernetesStopper:
                 self._api = client.ApiClient(configuration)
             return self._api
 
+    def probe(self, context: dict[str, str]) -> bool | None:
+        """Not asked of this runtime: its sources report their own ends."""
+        del context
+        return None
+
     def stop(self, request: StopRequest) -> StopResult:
         try:
             from kubernetes import client
@@ -107,7 +112,7 @@ class KubernetesStopper:
                 )
         except ApiException as exc:
             if exc.status == 404:
-                return StopResult.ALREADY_GONE
+                return StopResult.ALREADY_EXITED
             if exc.status == 403:
                 raise PermanentStopError(self._forbidden(name, namespace, exc)) from None
             detail = _message(exc)

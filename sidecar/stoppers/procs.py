@@ -1,29 +1,46 @@
-"""Process facts from /proc: liveness (zombies count as gone), process groups, command lines."""
+"""Process facts from /proc: one snapshot of the process table, identities, trees and groups."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _stat_fields(pid: int, proc: Path = PROC) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state is [0], pgrp is [2])."""
+@dataclass(frozen=True, slots=True)
+class Process:
+    """One process as /proc/PID/stat shows it; `start` (clock ticks after boot) with the pid is
+    its identity: a pid can be reused, a (pid, start) pair cannot."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    state: str
+    start: int
+
+    @property
+    def live(self) -> bool:
+        """Not a zombie (an exited process nobody has reaped yet counts as gone)."""
+        return self.state not in ("Z", "X")
+
+
+def read_process(pid: int, proc: Path = PROC) -> Process | None:
+    """The process with this pid now, or None when there is none."""
     try:
         text = (proc / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
     except OSError:
         return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def alive(pid: int, proc: Path = PROC) -> bool:
-    """The process exists and is not a zombie."""
-    fields = _stat_fields(pid, proc)
-    return fields is not None and fields[0] not in ("Z", "X")
+    # the command name is in parentheses and may itself hold spaces and parentheses
+    fields = text[text.rfind(")") + 2 :].split()
+    try:
+        return Process(pid, int(fields[1]), int(fields[2]), fields[0], int(fields[19]))
+    except (IndexError, ValueError):
+        return None
 
 
 def pids(proc: Path = PROC) -> Iterator[int]:
@@ -37,14 +54,72 @@ def pids(proc: Path = PROC) -> Iterator[int]:
             yield int(name)
 
 
+class ProcessTable:
+    """Processes as /proc shows them, each read once: a stop's questions about parents,
+    children, groups and identities are answered from one consistent view. Single pids are
+    read on demand; the whole table only when a question needs every process."""
+
+    def __init__(self, proc: Path = PROC) -> None:
+        self.proc = proc
+        self._by_pid: dict[int, Process | None] = {}
+        self._complete = False
+        self._children: dict[int, list[int]] | None = None
+
+    def get(self, pid: int) -> Process | None:
+        """The live (non-zombie) process with this pid, or None."""
+        if pid not in self._by_pid and not self._complete:
+            self._by_pid[pid] = read_process(pid, self.proc)
+        found = self._by_pid.get(pid)
+        return found if found is not None and found.live else None
+
+    def every(self) -> list[Process]:
+        """Every live process."""
+        if not self._complete:
+            for pid in pids(self.proc):
+                if pid not in self._by_pid:
+                    self._by_pid[pid] = read_process(pid, self.proc)
+            self._complete = True
+        return [p for p in self._by_pid.values() if p is not None and p.live]
+
+    def children(self) -> dict[int, list[int]]:
+        if self._children is None:
+            self._children = {}
+            for p in self.every():
+                self._children.setdefault(p.ppid, []).append(p.pid)
+        return self._children
+
+    def descendants(self, pid: int) -> set[int]:
+        """Live children, grandchildren, ... of `pid` (by parent links; not `pid` itself)."""
+        children = self.children()
+        found: set[int] = set()
+        stack = [pid]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
+    def group(self, pgid: int) -> set[int]:
+        """Live members of a process group."""
+        return {p.pid for p in self.every() if p.pgid == pgid}
+
+
+def alive(pid: int, proc: Path = PROC) -> bool:
+    """The process exists and is not a zombie."""
+    found = read_process(pid, proc)
+    return found is not None and found.live
+
+
+def same_process(pid: int, start: int, proc: Path = PROC) -> bool:
+    """The process `pid` is still the one that started at `start`, and is not a zombie."""
+    found = read_process(pid, proc)
+    return found is not None and found.live and found.start == start
+
+
 def group_members(pgid: int, proc: Path = PROC) -> list[int]:
     """Live (non-zombie) processes of a process group."""
-    members = []
-    for pid in pids(proc):
-        fields = _stat_fields(pid, proc)
-        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            members.append(pid)
-    return members
+    return sorted(ProcessTable(proc).group(pgid))
 
 
 def cmdline(pid: int, proc: Path = PROC) -> str | None:
@@ -61,26 +136,25 @@ def ancestors(pid: int, proc: Path = PROC) -> set[int]:
     seen = {pid}
     current = pid
     while current > 1:
-        fields = _stat_fields(current, proc)
-        if fields is None:
+        found = read_process(current, proc)
+        if found is None or found.ppid in seen:
             break
-        current = int(fields[1])
+        current = found.ppid
         seen.add(current)
     return seen
 
 
 def descendants(pid: int, proc: Path = PROC) -> set[int]:
     """Live children, grandchildren, ... of a process (by parent links; not the pid itself)."""
-    children: dict[int, list[int]] = {}
-    for child in pids(proc):
-        fields = _stat_fields(child, proc)
-        if fields is not None and fields[0] not in ("Z", "X"):
-            children.setdefault(int(fields[1]), []).append(child)
-    found: set[int] = set()
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+    return ProcessTable(proc).descendants(pid)
+
+
+def started_at(process: Process, proc: Path = PROC) -> float:
+    """When a process started, in seconds since the epoch (to about 10 ms: /proc/uptime's
+    resolution and the clock tick)."""
+    try:
+        uptime = float((proc / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        uptime = time.monotonic()
+    boot = time.time() - uptime
+    return boot + process.start / CLOCK_TICKS

@@ -134,6 +134,7 @@ def decision_to_json(decision: Decision | None) -> str | None:
             "compared_jobs": decision.compared_jobs,
             "rule": decision.rule,
             "dry_run": decision.dry_run,
+            "outcome": decision.outcome,
         }
     )
 
@@ -152,6 +153,7 @@ def decision_from_json(tuning_job: str, job: str, text: str | None) -> Decision 
         compared_jobs=int(doc["compared_jobs"]),
         rule=str(doc.get("rule", "sagemaker")),
         dry_run=bool(doc.get("dry_run", False)),
+        outcome=doc.get("outcome"),
     )
 
 
@@ -169,12 +171,11 @@ def open_store(url: str, *, must_exist: bool = False) -> Store:
     """Open the store a URL names: `sqlite:///abs/path.db`, `sqlite://rel.db`, `sqlite://:memory:`,
     a bare path (SQLite), or `postgresql://...`. `must_exist`: never create a new SQLite file."""
     if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from sidecar.store.postgres import PostgresStore
-        except ImportError as exc:
-            raise StoreError(
-                f"store {url!r} needs the PostgreSQL extra: pip install 'early-stopping-sidecar[postgres]' ({exc})"
-            ) from None
+        from sidecar.extras import require
+
+        require("postgres", what="a postgresql:// store")
+        from sidecar.store.postgres import PostgresStore
+
         store: Store = PostgresStore(url)
         return store
     from pathlib import Path
