@@ -129,6 +129,18 @@ def read_config(path: str, env: dict[str, str] | None = None) -> Config:
     return load_config(text, env=os.environ if env is None else env, source=path)
 
 
+def read_runnable_config(path: str) -> Config:
+    """`read_config` for the commands that extract metrics: the objective must be one some
+    metric definition can produce (else the run would never stop anything)."""
+    from sidecar.config import objective_problem
+
+    config = read_config(path)
+    problem = objective_problem(config)
+    if problem is not None:
+        raise ConfigError(f"{path}: {problem}")
+    return config
+
+
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
@@ -137,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.app import Daemon
     from sidecar.logs import configure
 
-    config = read_config(args.config)
+    config = read_runnable_config(args.config)
     configure(config.log_level)
     return Daemon(config, dry_run=args.dry_run).serve()
 
@@ -146,7 +158,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from sidecar.execute import run_exec
     from sidecar.logs import configure
 
-    config = read_config(args.config)
+    config = read_runnable_config(args.config)
     configure(config.log_level)
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -168,7 +180,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sidecar.replay import replay
     from sidecar.report import jobs_table
 
-    config = read_config(args.config)
+    config = read_runnable_config(args.config)
     if args.plot:
         from sidecar.plot import require_matplotlib
 
@@ -201,7 +213,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"(min_jobs {es.min_jobs}, start_epoch {es.start_epoch}, early stopping {es.type.value})"
     )
     saved = result.epochs_saved()
-    print(jobs_table(doc["jobs"], saved={j["job"]: saved.get(j["job"], 0) for j in doc["jobs"]}))
+    print(
+        jobs_table(
+            doc["jobs"],
+            saved={j["job"]: saved.get(j["job"], 0) for j in doc["jobs"]},
+            why=result.why_not_stopped,
+        )
+    )
     stopped = sum(1 for j in doc["jobs"] if j["status"] == "Stopped")
     total = sum(result.epochs_in_log.values())
     print(
@@ -238,7 +256,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         header = f"preset {args.preset}: {preset.description}".strip()
         timeout, max_line = Config.model_fields["regex_timeout_seconds"].default, 1 << 20
     else:
+        from sidecar.config import objective_problem
+
         config = read_config(args.config)
+        unproducible = objective_problem(config)
         definitions, epoch, objective = (
             config.all_definitions(),
             config.epoch_config(),
@@ -252,23 +273,50 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         timeout, max_line = config.regex_timeout_seconds, config.max_line_bytes
         from_preset = len(config.all_definitions()) - len(config.metric_definitions)
+    logs: list[Path] = list(args.logs)
+    matched_note = None
+    if not args.preset and not logs and config.sources:
+        # no logs given: what `run` would read now, the files the sources' globs match
+        from sidecar.wake import expand
+
+        globs = [s.path for s in config.sources if s.path is not None]
+        logs = sorted({Path(p) for g in globs for p in expand(g) if Path(p).is_file()})
+        matched_note = (
+            f"no LOG given: checked the {len(logs)} file(s) the sources' globs match "
+            f"({', '.join(globs)})"
+            if logs
+            else None
+        )
     report = check_logs(
         definitions,
         epoch,
         objective,
-        args.logs,
+        logs,
         timeout=timeout,
         max_line_bytes=max_line,
         fmt=args.format,
         from_preset=from_preset,
     )
+    if matched_note:
+        report.notes.insert(0, matched_note)
     if not args.preset and config.sources:  # a config for `run` (replay needs no stop target)
+        from sidecar.extras import problems
         from sidecar.stoppers.factory import target_problem
 
+        globs = [s.path for s in config.sources if s.path is not None]
+        if globs and not args.logs and not logs:
+            report.warnings.append(
+                f"for `sidecar run`: the sources' globs match no file yet ({', '.join(globs)})"
+            )
         problem = target_problem(config)
         if problem is not None:
             report.warnings.append(f"for `sidecar run`: {problem}")
+        report.warnings += [f"for `sidecar run`: {p}" for p in problems(config)]
+    if not args.preset and unproducible is not None:
+        report.warnings.insert(0, unproducible)
     print(render(report, header=header))
+    if not args.preset and unproducible is not None:
+        return 2  # a config that cannot work: as `run` would refuse it
     return 1 if report.warnings else 0
 
 

@@ -353,6 +353,47 @@ class Config(_Model):
         return self.epoch
 
 
+def _template_regex(name: str) -> regex.Pattern[str]:
+    """A templated metric name as a regex over the names it can produce: `{set}:{metric}`
+    matches `validation:auc`. Placeholders match any non-empty text (what a group may capture
+    is not known without running it)."""
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(name):
+        parts.append(regex.escape(literal))
+        if field:
+            parts.append(".+")
+    return regex.compile("".join(parts), regex.DOTALL)
+
+
+def can_produce(definition: MetricDefinition, metric: str) -> bool:
+    """Whether a definition can yield a metric of that name (as far as names alone tell)."""
+    if not template_fields(definition.name):
+        return definition.name == metric
+    return _template_regex(definition.name).fullmatch(metric) is not None
+
+
+def objective_problem(config: Config) -> str | None:
+    """Why no metric definition can produce the objective metric, or None when one can.
+
+    A config whose objective is never extracted runs and never stops anything: `run`, `exec`,
+    `replay` and `check` refuse it."""
+    metric = config.objective.metric
+    definitions = config.all_definitions()
+    if any(can_produce(d, metric) for d in definitions):
+        return None
+    if not definitions:
+        return (
+            f"objective.metric: {metric!r} cannot be extracted: there are no metric definitions; "
+            "set `metric_definitions` (SageMaker's {Name, Regex}) or `preset`"
+        )
+    names = ", ".join(dict.fromkeys(repr(d.name) for d in definitions))
+    return (
+        f"objective.metric: {metric!r} is not a name any metric definition produces "
+        f"(definitions: {names}); set objective.metric to one of those names, or add a "
+        f"definition with Name {metric!r}"
+    )
+
+
 _Leaf = Annotated[Any, "a YAML scalar or mapping"]
 
 

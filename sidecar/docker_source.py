@@ -154,6 +154,7 @@ class DockerLogSource:
         tuning_job, job, labels = self._names(container)
         splitter = LineSplitter(self.max_line_bytes, offset=skip)
         seen = 0
+        fresh = [skip == 0]  # a container followed from its first byte: a run starts
 
         def send(lines: list[bytes], read_at: float, *, done: bool = False) -> None:
             position = FilePosition(
@@ -165,7 +166,10 @@ class DockerLogSource:
                 state={"done": True} if done else {},
                 resume={},
                 truncated=splitter.truncated,
+                fresh=fresh[0],
             )
+            if lines:
+                fresh[0] = False
             self.emit(
                 Chunk(
                     tuning_job,

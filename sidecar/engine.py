@@ -8,7 +8,14 @@ from dataclasses import dataclass, field, replace
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
-from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, make_rule
+from sidecar.rule import (
+    AveragesAtEpoch,
+    JobHistory,
+    Rule,
+    SageMakerMedianRule,
+    Verdict,
+    make_rule,
+)
 
 MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
 
@@ -23,6 +30,22 @@ class JobState:
     status: JobStatus = JobStatus.RUNNING
     decision: Decision | None = None
     latest: dict[str, float] = field(default_factory=dict)
+    verdict: Verdict | None = None  # the rule's last verdict on it
+    compared: int = 0  # how many of its values the rule compared (warm-up over)
+
+    def why_not_stopped(self) -> str | None:
+        """Why the rule has not stopped this job, in words (None once it has decided to)."""
+        if self.decision is not None:
+            return None
+        verdict = self.verdict
+        if verdict is None:
+            return "no objective value decided on yet"
+        if self.compared == 0:
+            return verdict.reason
+        times = "1 comparison" if self.compared == 1 else f"{self.compared} comparisons"
+        if verdict.compared:
+            return f"never worse than the median in {times} (last: {verdict.reason})"
+        return f"never worse than the median in {times}; then {verdict.reason}"
 
 
 class TuningJobEngine:
@@ -131,6 +154,9 @@ class TuningJobEngine:
         else:
             earlier = self._histories[: bisect.bisect_left(self._orders, state.order)]
             verdict = self.rule.decide(epoch=sample.epoch, value=sample.value, earlier=earlier)
+        state.verdict = verdict
+        if verdict.compared:
+            state.compared += 1
         if not verdict.stop or verdict.median is None:
             return None
         decision = Decision(
@@ -189,6 +215,12 @@ class TuningJobEngine:
         if state.status is JobStatus.RUNNING:
             state.status = status
         return state.status
+
+    def why_not_stopped(self, job: str) -> str | None:
+        """Why the rule has not stopped a job, in words; None when it has decided to."""
+        if not self.enabled:
+            return "early_stopping.type is Off"
+        return self.jobs[job].why_not_stopped()
 
     def epochs(self, job: str) -> int:
         """The last epoch with an objective value (0 when none)."""

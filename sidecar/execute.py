@@ -120,7 +120,9 @@ def run_exec(
         store.close()  # before registering: a command that never ran is no job
         raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     try:
-        pipeline.register(tuning_job, job)  # launch order: when exec starts the job
+        # launch order: when exec starts the job; a name that has run and ended is a new attempt
+        key = pipeline.job_key(tuning_job, job, fresh=True)
+        pipeline.register(tuning_job, key, name=job)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):  # unsupervised, it must not run on
             os.killpg(child.pid, signal.SIGKILL)
@@ -176,11 +178,11 @@ def run_exec(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
-    consumer.put(JobEnded(tuning_job, job, status, f"exit code {code}"))
+    consumer.put(JobEnded(tuning_job, job, status, f"exit code {code}"))  # mapped to the attempt
     consumer.close(None)  # every line the child wrote is decided on and stored before we look
     dispatcher.close(timeout=config.stop.grace_seconds + 10)
     consumer.drain()  # the stop's outcome: did the signal stop it, or had it already exited?
-    state = pipeline.engines[tuning_job].jobs[job]
+    state = pipeline.engines[tuning_job].jobs[key]
     stopped = (
         state.decision is not None
         and not state.decision.dry_run

@@ -71,6 +71,7 @@ class FilePosition:
     resume: dict[str, Any]  # on a file's first chunk after a restart: the state stored for it
     truncated: int = 0  # the decoder's running counts, for telemetry
     bad_records: int = 0
+    fresh: bool = False  # the file is read from its start, not resumed: a new or truncated file
 
 
 @dataclass(frozen=True, slots=True)

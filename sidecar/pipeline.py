@@ -51,6 +51,10 @@ BUFFERED_EPOCHS = 1
 FLUSH_MAX_VALUES = 20_000  # values per transaction when writing a backlog
 
 
+# `<job>~<n>`: the n-th attempt of a job whose log restarted from nothing after it had ended
+ATTEMPT_SEPARATOR = "~"
+
+
 @dataclass(slots=True)
 class JobRuntime:
     """What the consumer keeps per live job besides the engine's state."""
@@ -58,6 +62,8 @@ class JobRuntime:
     parser: JobParser
     log_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    name: str = ""  # the name its source gives (`{job}` in stop templates); the job's key may
+    # carry an attempt number besides
 
 
 class Pipeline:
@@ -89,6 +95,9 @@ class Pipeline:
         self.engines: dict[str, TuningJobEngine] = {}
         self.runtimes: dict[tuple[str, str], JobRuntime] = {}
         self.local_jobs: set[tuple[str, str]] = set()
+        # (tuning job, name from the source) -> the job key its lines go to now: the name, or
+        # `name~n` once the same name has run again after ending
+        self.current: dict[tuple[str, str], str] = {}
         self.cursors: dict[str, int] = {}  # per tuning job: the store's write cursor seen last
         self.pending: deque[Batch] = deque()  # batches not yet committed, oldest first
         self.pending_values = 0
@@ -141,6 +150,44 @@ class Pipeline:
                 stored.decision,
             )
 
+    def job_key(
+        self, tuning_job: str, name: str, *, fresh: bool, resume: dict[str, object] | None = None
+    ) -> str:
+        """The job a source's lines for `name` belong to.
+
+        A log that starts from nothing (`fresh`: a new file or one truncated, a new container,
+        a new `exec`) for a job that has ended is a rerun under the same name: a new attempt,
+        `name~2`, `name~3`, ..., launched now, with a history of its own. Reruns are counted and
+        each one logged. After a restart the attempt a file fed is in its stored state."""
+        stored_key = (resume or {}).get("job")
+        if isinstance(stored_key, str) and stored_key:
+            self.current[(tuning_job, name)] = stored_key
+            return stored_key
+        key = self.current.get((tuning_job, name), name)
+        if not fresh:
+            return key
+        engine = self.engine(tuning_job)
+        state = engine.jobs.get(key)
+        if state is None or state.status is JobStatus.RUNNING:
+            return key
+        attempt = 2
+        while f"{name}{ATTEMPT_SEPARATOR}{attempt}" in engine.jobs:
+            attempt += 1
+        rerun = f"{name}{ATTEMPT_SEPARATOR}{attempt}"
+        self.current[(tuning_job, name)] = rerun
+        self.telemetry.job_reruns.labels(tuning_job).inc()
+        log.warning(
+            "job_rerun",
+            tuning_job=tuning_job,
+            job=name,
+            attempt=rerun,
+            earlier_status=state.status.value,
+            hint=f"job {name!r} of tuning job {tuning_job!r} had ended ({state.status.value}) "
+            f"and its log started again from nothing: recorded as a new job {rerun!r}, compared "
+            "with every earlier one; give each sweep its own tuning_job to keep them apart",
+        )
+        return rerun
+
     def register(
         self,
         tuning_job: str,
@@ -148,8 +195,10 @@ class Pipeline:
         *,
         log_path: str = "",
         resume: dict[str, object] | None = None,
+        name: str | None = None,
     ) -> JobRuntime:
-        """The job's runtime; registers it (its launch order) at its first line."""
+        """The job's runtime; registers it (its launch order) at its first line. `name` is what
+        its source calls it when `job` is an attempt's key (`name~2`)."""
         key = (tuning_job, job)
         runtime = self.runtimes.get(key)
         if runtime is not None:
@@ -172,6 +221,7 @@ class Pipeline:
                 held=held if isinstance(held, list) else (),
             ),
             log_path=log_path,
+            name=name or job,
         )
         self.runtimes[key] = runtime
         self.local_jobs.add(key)
@@ -198,23 +248,29 @@ class Pipeline:
     def _chunk(self, chunk: Chunk) -> None:
         position = chunk.position
         held = position is not None and bool(position.resume.get("held"))
-        if not chunk.lines and not held and (chunk.tuning_job, chunk.job) not in self.runtimes:
+        resume = position.resume if position else None
+        name = chunk.job
+        current = self.current.get((chunk.tuning_job, name), name)
+        if not chunk.lines and not held and (chunk.tuning_job, current) not in self.runtimes:
             # no line yet to register the job at: just move the offset
             if position is not None:
-                self._write(Batch(offsets=[self._offset(position, None)]))
+                self._write(Batch(offsets=[self._offset(position, None, current, name)]))
             return
-        runtime = self.register(
+        job = self.job_key(
             chunk.tuning_job,
-            chunk.job,
-            log_path=chunk.log_path,
-            resume=position.resume if position else None,
+            name,
+            fresh=bool(chunk.lines) and position is not None and position.fresh,
+            resume=resume,
+        )
+        runtime = self.register(
+            chunk.tuning_job, job, log_path=chunk.log_path, resume=resume, name=name
         )
         if chunk.log_path:
             runtime.log_path = chunk.log_path
         if chunk.labels:
             runtime.labels = chunk.labels
         engine = self.engines[chunk.tuning_job]
-        state = engine.jobs[chunk.job]
+        state = engine.jobs[job]
         batch = Batch()
         if (
             chunk.lines
@@ -222,18 +278,18 @@ class Pipeline:
             and state.decision is None
         ):
             state.status = JobStatus.RUNNING  # an idle job that speaks again is running again
-            batch.updates.append(JobUpdate(chunk.tuning_job, chunk.job, JobStatus.RUNNING))
+            batch.updates.append(JobUpdate(chunk.tuning_job, job, JobStatus.RUNNING))
         counts = ParseCounts()
         parser = runtime.parser
         decided = state.decision is not None
         for raw in self.extractor.candidates(chunk.lines):
             samples = parser.feed(decode_line(raw), counts)
             if samples:
-                self._samples(engine, chunk.job, runtime, samples, batch, read_at=chunk.read_at)
+                self._samples(engine, job, runtime, samples, batch, read_at=chunk.read_at)
         if not decided and state.decision is not None:
             self._warn_if_buffered(state.decision, batch)
         if position is not None:
-            batch.offsets.append(self._offset(position, parser))
+            batch.offsets.append(self._offset(position, parser, job, name))
         self._write(batch)
         self._count(chunk, counts)
 
@@ -301,8 +357,12 @@ class Pipeline:
             batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
 
     @staticmethod
-    def _offset(position: FilePosition, parser: JobParser | None) -> FileOffset:
+    def _offset(
+        position: FilePosition, parser: JobParser | None, job: str, name: str
+    ) -> FileOffset:
         state = dict(position.state)
+        if job != name:
+            state["job"] = job  # the attempt this file feeds, for a restart
         if parser is not None and parser.last_epoch is not None:
             state["last_epoch"] = parser.last_epoch
         if parser is not None and (held := parser.held()):
@@ -352,8 +412,15 @@ class Pipeline:
             )
 
     def _context(self, tuning_job: str, job: str, runtime: JobRuntime) -> dict[str, str]:
+        """Stop templates' values: `{job}` is the name the source gives (an attempt's too)."""
+        extra = dict(runtime.labels)
+        if runtime.name and runtime.name != job:
+            extra["attempt"] = job.rpartition(ATTEMPT_SEPARATOR)[2]
         return template_context(
-            job=job, tuning_job=tuning_job, log_path=runtime.log_path, extra=runtime.labels
+            job=runtime.name or job,
+            tuning_job=tuning_job,
+            log_path=runtime.log_path,
+            extra=extra,
         )
 
     def _stop(self, decision: Decision, runtime: JobRuntime) -> None:
@@ -390,6 +457,9 @@ class Pipeline:
 
     def _end(self, ended: JobEnded) -> None:
         engine = self.engines.get(ended.tuning_job)
+        job = self.current.get((ended.tuning_job, ended.job), ended.job)
+        if job != ended.job:
+            ended = JobEnded(ended.tuning_job, job, ended.status, ended.reason)
         if engine is None or ended.job not in engine.jobs:
             return
         batch = Batch()

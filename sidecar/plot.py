@@ -65,7 +65,11 @@ def write_plot(traces: Sequence[JobTrace], config: Config, path: Path) -> None:
         Line2D([], [], color=CURVE, marker=".", label="objective"),
         Line2D([], [], color=AFTER, linestyle=":", label="logged after the stop (would not run)"),
         Line2D(
-            [], [], color=MEDIAN, linestyle="--", label="median of earlier jobs' running averages"
+            [],
+            [],
+            color=MEDIAN,
+            linestyle="--",
+            label="median the rule compared with (earlier jobs' running averages)",
         ),
         Line2D(
             [],
@@ -82,6 +86,12 @@ def write_plot(traces: Sequence[JobTrace], config: Config, path: Path) -> None:
         figure.savefig(path, format="png")
     except OSError as exc:
         raise SidecarError(f"cannot write plot {str(path)!r}: {exc.strerror or exc}") from None
+
+
+def _wrap(text: str, width: int = 60) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _panel(ax: Axes, job: JobTrace, *, would: bool) -> None:
@@ -127,4 +137,15 @@ def _panel(ax: Axes, job: JobTrace, *, would: bool) -> None:
             color=STOP,
         )
     ax.set_title(f"{job.order}. {job.job} ({status})", fontsize=9)
+    if job.why and job.stop is None:  # why the rule let it run, under its curve
+        ax.text(
+            0.02,
+            0.03,
+            _wrap(f"not stopped: {job.why.split(' (last:')[0]}"),
+            transform=ax.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=7,
+            color="#555555",
+        )
     ax.grid(True, alpha=0.3)

@@ -30,6 +30,7 @@ class JobTrace:
     medians: dict[int, float] = field(default_factory=dict)  # the median each was compared with
     stop: Decision | None = None  # where the rule stopped it (early stopping Off: would have)
     stopped: bool = False  # it really was stopped (early stopping Auto)
+    why: str | None = None  # why the rule did not stop it (None when it did)
 
 
 class RecordingRule:
@@ -52,6 +53,7 @@ class ReplayResult:
 
     document: dict[str, Any]
     epochs_in_log: dict[str, int] = field(default_factory=dict)
+    why_not_stopped: dict[str, str] = field(default_factory=dict)  # job -> the reason
     counts: ParseCounts = field(default_factory=ParseCounts)
     traces: list[JobTrace] = field(default_factory=list)  # with `trace=True`
 
@@ -158,16 +160,21 @@ def replay(
             if trace:
                 shadow.observe(job, samples)
                 for epoch, verdict in recorder.verdicts:
-                    if verdict.median is not None:
+                    # only what the rule compared: not before start_epoch, not with too few jobs
+                    if verdict.compared and verdict.median is not None:
                         job_trace.medians[epoch] = verdict.median
                 recorder.verdicts.clear()
         result.counts.error("line_too_long", stats.truncated)
         status = engine.end(job, JobStatus.COMPLETED)
+        why = engine.why_not_stopped(job)
+        if why is not None:
+            result.why_not_stopped[job] = why
         if trace:
             shadow.end(job, JobStatus.COMPLETED)
             job_trace.status = status.value
             job_trace.stop = shadow.jobs[job].decision
             job_trace.stopped = decision is not None
+            job_trace.why = shadow.why_not_stopped(job)
             result.traces.append(job_trace)
         store.apply(Batch(values=values, updates=[JobUpdate(tuning_job, job, status, decision)]))
         result.epochs_in_log[job] = logged_epochs

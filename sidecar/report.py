@@ -62,11 +62,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def jobs_table(jobs: Sequence[dict[str, Any]], *, saved: dict[str, int] | None = None) -> str:
-    """A readable table of §4 job documents."""
+def jobs_table(
+    jobs: Sequence[dict[str, Any]],
+    *,
+    saved: dict[str, int] | None = None,
+    why: dict[str, str] | None = None,
+) -> str:
+    """A readable table of job documents; `why`: the reason each job not stopped was not."""
     headers = ["ORDER", "JOB", "STATUS", "EPOCHS", "STOPPED AT", "VALUE", "MEDIAN", "COMPARED"]
     if saved is not None:
         headers.append("EPOCHS SAVED")
+    if why is not None:
+        headers.append("WHY NOT STOPPED")
     rows = []
     for job in jobs:
         decision = job.get("decision") or {}
@@ -85,5 +92,7 @@ def jobs_table(jobs: Sequence[dict[str, Any]], *, saved: dict[str, int] | None =
         ]
         if saved is not None:
             row.append(str(saved.get(job["job"], 0)))
+        if why is not None:
+            row.append(why.get(job["job"], ""))
         rows.append(row)
     return table(headers, rows)

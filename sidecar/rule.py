@@ -89,11 +89,17 @@ class JobHistory:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What a rule decided, with the evidence behind it."""
+    """What a rule decided, with the evidence behind it.
+
+    `compared` is whether the rule was allowed to compare at all (its warm-up is over: enough
+    earlier jobs, late enough an epoch); `median` is what it compared with (or would have, when
+    not allowed); `reason` says in words why it stopped or did not."""
 
     stop: bool
     median: float | None
     compared_jobs: int
+    compared: bool = True
+    reason: str = ""
 
 
 class Rule(Protocol):
@@ -126,15 +132,27 @@ class SageMakerMedianRule:
     def decide_sorted(self, *, epoch: int, value: float, averages: Sequence[float]) -> Verdict:
         """`decide`, given steps 1-2 done: the running averages of P, in ascending order (an
         `AveragesAtEpoch` keeps them so for a long history)."""
+        n = len(averages)
         if not averages:
-            return Verdict(stop=False, median=None, compared_jobs=0)
+            return Verdict(
+                False,
+                None,
+                0,
+                compared=False,
+                reason=f"no earlier job has a value at epoch {epoch}",
+            )
         m = median_of_sorted(averages)  # step 3
-        stop = (  # step 4
-            epoch >= self.start_epoch
-            and len(averages) >= self.min_jobs
-            and is_worse(as_rule_value(value, self.direction), m, self.direction)
-        )
-        return Verdict(stop=stop, median=m, compared_jobs=len(averages))
+        # step 4
+        if epoch < self.start_epoch:
+            why = f"epoch {epoch} is before start_epoch {self.start_epoch}"
+            return Verdict(False, m, n, compared=False, reason=why)
+        if n < self.min_jobs:
+            why = f"only {n} earlier job{'s' if n != 1 else ''} at epoch {epoch}, min_jobs {self.min_jobs}"
+            return Verdict(False, m, n, compared=False, reason=why)
+        stop = is_worse(as_rule_value(value, self.direction), m, self.direction)
+        relation = "worse" if stop else "not worse"
+        why = f"at epoch {epoch}, {value:.4g} is {relation} than the median {m:.4g} of {n} earlier jobs"
+        return Verdict(stop, m, n, reason=why)
 
 
 class AveragesAtEpoch:

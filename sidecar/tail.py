@@ -105,6 +105,7 @@ class TailedFile:
     sent_offset: int = -1
     # (size, mtime_ns, ctime_ns) when last read to EOF: the reconcile skips a file still so
     seen: tuple[int, int, int] | None = None
+    fresh: bool = False  # read from its start, not resumed: its first lines start a run
 
 
 @dataclass(slots=True)
@@ -268,9 +269,9 @@ class FileTailer:
             return
         size = os.fstat(fd).st_size
         stored = self.offsets.pop(key, None)
-        position, resume = 0, {}
+        position, resume, fresh = 0, {}, True
         if stored is not None and stored.offset <= size and same_file(fd, size, stored.fingerprint):
-            position = stored.offset
+            position, fresh = stored.offset, False
             resume = json.loads(stored.state or "{}")
         tailed = TailedFile(
             key=key,
@@ -284,6 +285,7 @@ class FileTailer:
             labels=labels,
             resume=resume,
             last_growth=now,
+            fresh=fresh,
         )
         if resume.get("format"):
             tailed.fmt = resume["format"]
@@ -367,7 +369,10 @@ class FileTailer:
             resume=tailed.resume,
             truncated=decoder.truncated,
             bad_records=decoder.errors,
+            fresh=tailed.fresh,
         )
+        if lines:
+            tailed.fresh = False
         tailed.resume = {}
         tailed.sent_offset = decoder.offset
         self._idle_reported.discard(tailed.name)
@@ -394,6 +399,7 @@ class FileTailer:
         tailed.position = 0
         tailed.seen = None
         tailed.resume = {}
+        tailed.fresh = True
         tailed.fingerprint = fingerprint(tailed.fd, size)
         tailed.decoder = None
         self._make_decoder(tailed)

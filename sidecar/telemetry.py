@@ -114,6 +114,12 @@ class Telemetry:
             "Store transactions that failed (each is retried; nothing is dropped).",
             registry=r,
         )
+        self.job_reruns = Counter(
+            "early_stopping_job_reruns",
+            "Jobs whose log started again from nothing after they had ended (each a new attempt).",
+            ["tuning_job"],
+            registry=r,
+        )
         for backend in BACKENDS:
             self.stop_failures.labels(backend)
 

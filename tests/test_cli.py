@@ -96,7 +96,7 @@ class TestCheckCommand:
         log = tmp_path / "j.log"
         log.write_text("loss=0.5 acc=0.7\n" + "a" * 5000 + "b\n")
         config = write_config(
-            "objective: {metric: val_loss}\n"
+            "objective: {metric: nothing}\n"
             "regex_timeout_seconds: 0.05\n"
             "metric_definitions:\n"
             "  - {Name: loss, Regex: '(loss)=([0-9.]+)'}\n"
@@ -107,9 +107,28 @@ class TestCheckCommand:
         assert result.returncode == 1
         out = result.stdout
         assert "'nothing': matched nothing" in out
-        assert "objective metric 'val_loss' was not extracted" in out
+        assert "objective metric 'nothing' was not extracted" in out
         assert "several capture groups" in out
         assert "'slow': the regex timed out on 1 line(s)" in out
+
+    def test_an_objective_no_definition_produces_exits_2_after_the_report(
+        self, run_cli: Run, write_config: Callable[[str], Path], tmp_path: Path
+    ) -> None:
+        """`val_accuracy` with only a `val_acc` definition cannot work: the report still shows
+        what matched, and the exit code is a config error's, naming objective.metric."""
+        log = tmp_path / "j.log"
+        log.write_text("val_acc=0.7\n")
+        config = write_config(
+            "objective: {metric: val_accuracy, type: Maximize}\n"
+            "metric_definitions:\n"
+            "  - {Name: val_acc, Regex: 'val_acc=([0-9.]+)'}\n"
+        )
+        result = run_cli("check", "-c", config, log)
+        assert result.returncode == 2
+        assert "1 line(s) matched" in result.stdout
+        assert (
+            "objective.metric: 'val_accuracy' is not a name any metric definition" in result.stdout
+        )
 
     def test_preset_without_config(self, run_cli: Run, tmp_path: Path) -> None:
         """`check --preset` shows what a built-in preset extracts from a log."""

@@ -414,7 +414,9 @@ class TestSignalStopperProcessMatch:
         if broad == "python":
             assert "python" in own_cmdline  # precondition: the regex does match us
 
-        found = process_match_resolver(f"--job {{job}}|{broad}")(request(job).context, ProcessTable())
+        found = process_match_resolver(f"--job {{job}}|{broad}")(
+            request(job).context, ProcessTable()
+        )
 
         assert target.pid in found
         assert not ancestry(os.getpid()) & set(found)

@@ -158,6 +158,7 @@ class TestTelemetry:
             # beyond §7: the store's write backlog during an outage
             "early_stopping_store_buffered_values": "gauge",
             "early_stopping_store_write_failures": "counter",
+            "early_stopping_job_reruns": "counter",
         }
 
     def test_stop_failures_start_at_zero_for_every_backend(self) -> None:
