@@ -265,12 +265,15 @@ class Daemon:
         self._wake = (read_end, write_end)
         previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
 
+        signalled = [False]
+
         def handle(signum: int, frame: FrameType | None) -> None:
             del frame
-            if signum == signal.SIGINT and self._signals:
+            if signum == signal.SIGINT and signalled[0]:
                 # every write is a committed transaction: exiting now loses nothing already read
                 os.write(2, FORCED_EXIT)
                 os._exit(130)
+            signalled[0] = True
             self._signals.append(signum)
 
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}

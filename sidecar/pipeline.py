@@ -426,11 +426,13 @@ class Pipeline:
     def _stop(self, decision: Decision, runtime: JobRuntime) -> None:
         self.telemetry.jobs_stopped.labels(decision.tuning_job).inc()
         context = self._context(decision.tuning_job, decision.job, runtime)
-        # every other job this sidecar reads: the stop must not touch their processes
+        # every other job this sidecar reads: the stop must not touch their processes (an
+        # earlier attempt under the same name has the same target: it is this job's, not another's)
         others = tuple(
             self._context(tj, job, other)
             for (tj, job), other in self.runtimes.items()
             if (tj, job) != (decision.tuning_job, decision.job)
+            and (tj, other.name) != (decision.tuning_job, runtime.name)
         )
         self.submit_stop(StopRequest(decision, context, others=others))
 

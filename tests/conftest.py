@@ -295,3 +295,22 @@ def private_postgres() -> Iterator[PrivateServer]:
         with contextlib.suppress(subprocess.CalledProcessError):
             server.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+# a virtualenv without extras ----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def bare_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtualenv with the sidecar installed without any extra (no docker, kubernetes,
+    psycopg, matplotlib): what `pip install early-stopping-sidecar` gives a user."""
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    result = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if result.returncode != 0:
+        skip_or_fail(f"installing the sidecar into a venv failed: {result.stderr[-500:]}")
+    return venv

@@ -779,6 +779,21 @@ class TestSystemdUnit:
         assert found is not None, result.stdout + result.stderr
         assert float(found.group(1)) < 3.0, result.stdout
 
+    @pytest.mark.slow
+    def test_documentation_points_to_files_the_wheel_installs(self, bare_venv: Path) -> None:
+        """Every `Documentation=` file exists once the sidecar is pip-installed into a venv
+        (the unit's /opt/sidecar is that venv)."""
+        docs = [
+            line.partition("=")[2]
+            for line in (DEPLOY / "systemd" / "sidecar.service").read_text().splitlines()
+            if line.startswith("Documentation=")
+        ]
+        assert docs
+        for uri in docs:
+            assert uri.startswith("file:///opt/sidecar/"), uri
+            installed = bare_venv / uri.removeprefix("file:///opt/sidecar/")
+            assert installed.is_file(), uri
+
     def test_hardening_settings(self) -> None:
         """A dedicated user, ProtectSystem=strict with the state directory writable,
         NoNewPrivileges, restart on failure but not on a bad config, CAP_KILL only."""

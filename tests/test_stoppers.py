@@ -32,6 +32,7 @@ from sidecar.stoppers import (
     StopDispatcher,
     StopError,
     StopOutcome,
+    StopRefusedError,
     StopRequest,
     StopResult,
     template_context,
@@ -447,6 +448,179 @@ class TestSignalStopperProcessMatch:
 
 
 # -- the dispatcher -------------------------------------------------------------------------
+# A "sidecar" of its own under a sacrificial parent: the parent runs the stopper in a child
+# whose pid file names the parent itself. If the stopper signalled its ancestor, the parent
+# would die of SIGTERM before printing.
+PARENT_OF_A_STOPPER = """
+import subprocess, sys
+child = subprocess.run([sys.executable, "-c", sys.argv[1], sys.argv[2]], capture_output=True, text=True)
+print("parent alive", child.stdout.strip(), flush=True)
+"""
+STOPPER_IN_A_CHILD = """
+import os, sys
+from sidecar.model import Decision
+from sidecar.stoppers import StopRequest, StopRefusedError, template_context
+from sidecar.stoppers.signal import SignalStopper, pid_file_resolver
+path = sys.argv[1]
+with open(path, "w") as f:
+    f.write(str(os.getppid()))
+stopper = SignalStopper(pid_file_resolver(path), grace_seconds=1.0)
+request = StopRequest(Decision("tj", "j", 2, 1.0, 0.5, 3, "sagemaker"), template_context(job="j", tuning_job="tj"))
+try:
+    print(stopper.stop(request))
+except StopRefusedError as exc:
+    print("refused:", exc)
+"""
+
+
+class TestNeverTheWrongProcess:
+    """What a pid file (or a match) points to is checked before anything is signalled."""
+
+    def test_a_pid_file_holding_the_sidecars_own_pid_is_refused(self, tmp_path: Path) -> None:
+        """Permanent: the sidecar never stops itself, and nothing reports `stopped`."""
+        (tmp_path / "t.pid").write_text(str(os.getpid()))
+        stopper = SignalStopper(pid_file_resolver(str(tmp_path / "t.pid")), grace_seconds=1.0)
+        with pytest.raises(StopRefusedError, match="the sidecar itself"):
+            stopper.stop(request())
+        assert is_alive(os.getpid())
+
+    def test_a_pid_file_holding_the_sidecars_parent_is_refused(self, tmp_path: Path) -> None:
+        """The program that started the sidecar (a launcher, a shell) is never signalled."""
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                PARENT_OF_A_STOPPER,
+                STOPPER_IN_A_CHILD,
+                str(tmp_path / "p.pid"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("parent alive refused:"), result.stdout + result.stderr
+        assert "an ancestor of the sidecar" in result.stdout
+
+    def test_a_stale_pid_file_whose_pid_was_reused_is_not_signalled(
+        self, spawn: Spawn, tmp_path: Path
+    ) -> None:
+        """The file was written before its pid's process started: that process is another one
+        (the pid was reused). It is not signalled, and the error says the file is stale."""
+        proc = spawn(SLEEPER)
+        assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        pid_file = tmp_path / "t.pid"
+        pid_file.write_text(str(proc.pid))
+        long_ago = time.time() - 60
+        os.utime(pid_file, (long_ago, long_ago))
+        stopper = SignalStopper(pid_file_resolver(str(pid_file)), grace_seconds=1.0)
+        with pytest.raises(StopError, match="is stale") as caught:
+            stopper.stop(request())
+        assert not isinstance(caught.value, PermanentStopError)  # a fresh file may come: retry
+        assert proc.poll() is None and is_alive(proc.pid)
+
+    def test_with_process_match_a_pid_whose_command_line_no_longer_matches_is_refused(
+        self, spawn: Spawn, tmp_path: Path
+    ) -> None:
+        """pid_file and process_match together: the pid's command line must still match."""
+        proc = spawn(SLEEPER, "--job", "someone-else")
+        assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        (tmp_path / "t.pid").write_text(str(proc.pid))
+        resolve = pid_file_resolver(str(tmp_path / "t.pid"), match="--job {job}$")
+        with pytest.raises(StopError, match="no longer matches"):
+            SignalStopper(resolve, grace_seconds=1.0).stop(request("job-b"))
+        assert proc.poll() is None
+
+    def test_a_target_that_launched_another_jobs_process_is_refused(self, tmp_path: Path) -> None:
+        """A pid file naming a shell loop (the launcher of other jobs): its tree holds another
+        known job's process, so the stop is refused and nothing at all is signalled."""
+        script = tmp_path / "loop.sh"
+        script.write_text(f"sleep 300 &\necho $! > {tmp_path}/other.pid\nwait\n")
+        loop = subprocess.Popen(["sh", str(script)])  # in our group: it does not lead one
+        try:
+            wait_until(
+                lambda: (
+                    (tmp_path / "other.pid").exists()
+                    and (tmp_path / "other.pid").read_text().strip() != ""
+                ),
+                "other.pid",
+            )
+            other = int((tmp_path / "other.pid").read_text())
+            (tmp_path / "job-b.pid").write_text(str(loop.pid))
+            stopper = SignalStopper(
+                pid_file_resolver(str(tmp_path / "{job}.pid")), grace_seconds=1.0
+            )
+            req = StopRequest(
+                decision("job-b"),
+                template_context(job="job-b", tuning_job="tj"),
+                others=(template_context(job="other", tuning_job="tj"),),
+            )
+            with pytest.raises(StopRefusedError, match="a process of job 'other'"):
+                stopper.stop(req)
+            assert is_alive(other) and loop.poll() is None
+        finally:
+            loop.kill()
+            loop.wait()
+            with contextlib.suppress(ProcessLookupError, ValueError, FileNotFoundError):
+                os.kill(int((tmp_path / "other.pid").read_text()), signal.SIGKILL)
+
+    def test_a_group_holding_another_jobs_process_is_left_alone(self, tmp_path: Path) -> None:
+        """The target leads its group (setsid), but another job's process is in the group too
+        (orphaned there, not the target's descendant): the target and its tree are stopped,
+        not the group, and the other job runs on."""
+        script = tmp_path / "group.sh"
+        script.write_text(
+            f"echo $$ > {tmp_path}/job-b.pid\n"
+            f"(sh -c 'echo $$ > {tmp_path}/other.pid; exec sleep 300' &)\n"
+            "exec sleep 300\n"
+        )
+        leader = subprocess.Popen(["sh", str(script)], start_new_session=True)
+        try:
+            for name in ("job-b", "other"):
+                wait_until(
+                    lambda n=name: (
+                        (tmp_path / f"{n}.pid").exists()  # type: ignore[misc]
+                        and (tmp_path / f"{n}.pid").read_text().strip() != ""
+                    ),
+                    f"{name}.pid",
+                )
+            other = int((tmp_path / "other.pid").read_text())
+            assert os.getpgid(other) == leader.pid
+            assert other not in ProcessTable().descendants(leader.pid)
+            stopper = SignalStopper(
+                pid_file_resolver(str(tmp_path / "{job}.pid")), grace_seconds=5.0
+            )
+            req = StopRequest(
+                decision("job-b"),
+                template_context(job="job-b", tuning_job="tj"),
+                others=(template_context(job="other", tuning_job="tj"),),
+            )
+            assert stopper.stop(req) is StopResult.STOPPED
+            assert leader.wait(timeout=DEADLINE) == -signal.SIGTERM
+            assert is_alive(other), "another job's process in the group was killed"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(leader.pid, signal.SIGKILL)
+            leader.wait()
+
+    @pytest.mark.parametrize("hostile", [".*", "a|b", "(x)+", "[job]", "\\d"])
+    def test_hostile_job_names_match_only_themselves(self, spawn: Spawn, hostile: str) -> None:
+        """A job named `.*` (or with other regex syntax) finds its own process only."""
+        suffix = secrets.token_hex(4)
+        job = f"{hostile}-{suffix}"
+        mine = spawn(SLEEPER, "--job", job)
+        bystander = spawn(SLEEPER, "--job", f"plain-{suffix}")
+        for proc in (mine, bystander):
+            assert proc.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        resolve = process_match_resolver(r"--job {job}$")
+        assert resolve(request(job).context, ProcessTable()) == [mine.pid]
+        assert SignalStopper(resolve, grace_seconds=5.0).stop(request(job)) is StopResult.STOPPED
+        assert bystander.poll() is None
+
+
 class FlakyStopper:
     """A stopper that fails `failures` times, then succeeds; records when each attempt ran."""
 
