@@ -195,6 +195,19 @@ class TestDockerStopper:
         assert stopper.stop(request_for(exited.name)) is StopResult.ALREADY_EXITED
         assert containers.state(exited)["ExitCode"] == 0
 
+    def test_probe_says_whether_the_jobs_container_runs(
+        self, containers: Containers, podman_socket: str
+    ) -> None:
+        """The liveness a file source asks about: running True, exited or missing False."""
+        stopper = DockerStopper(container="{job}", label=None, grace_seconds=5, host=podman_socket)
+        running = containers.run(OBEDIENT, name=containers.name("alive"))
+        containers.wait_logged(running, "ready")
+        exited = containers.run("echo done", name=containers.name("done"))
+        containers.wait_exited(exited)
+        assert stopper.probe(request_for(running.name).context) is True
+        assert stopper.probe(request_for(exited.name).context) is False
+        assert stopper.probe(request_for(containers.name("never")).context) is False
+
     def test_label_selection_stops_only_the_container_labelled_with_the_job(
         self, containers: Containers, podman_socket: str
     ) -> None:

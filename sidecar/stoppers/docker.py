@@ -10,6 +10,7 @@ from sidecar.config import render_template
 from sidecar.errors import ConfigError
 from sidecar.stoppers import StopError, StopRequest, StopResult
 
+PROBE_TIMEOUT = 2.0  # seconds for one liveness question to the engine
 # states in which a container still has (or may get) processes to stop
 LIVE_STATES = ("running", "restarting", "paused", "created")
 
@@ -44,6 +45,7 @@ class DockerStopper:
         self.grace_seconds = grace_seconds
         self.host = host
         self._client: Any = None
+        self._probe_client: Any = None
         self._lock = threading.Lock()
 
     def client(self) -> Any:
@@ -54,9 +56,30 @@ class DockerStopper:
             return self._client
 
     def probe(self, context: dict[str, str]) -> bool | None:
-        """Not asked of this runtime: its sources report their own ends."""
-        del context
-        return None
+        """Whether the job's container still runs (for file sources: its exit ends the job).
+        A short timeout of its own: the tailer asks, and must not wait on a hung engine."""
+        import docker.errors
+
+        try:
+            with self._lock:
+                if self._probe_client is None:
+                    self._probe_client = docker_client(self.host, timeout=PROBE_TIMEOUT)
+                client = self._probe_client
+            if self.label:
+                found = client.containers.list(
+                    all=True, filters={"label": f"{self.label}={context['job']}"}
+                )
+            else:
+                found = [client.containers.get(render_template(self.container, context))]
+        except docker.errors.NotFound:
+            return False
+        except (docker.errors.DockerException, OSError, ConfigError):
+            with self._lock:  # a fresh connection next time; this one's sockets closed now
+                broken, self._probe_client = self._probe_client, None
+            if broken is not None:
+                broken.close()
+            return None  # the engine cannot say now
+        return any(c.status in LIVE_STATES for c in found)
 
     def stop(self, request: StopRequest) -> StopResult:
         import docker.errors

@@ -27,12 +27,11 @@ def target_problem(config: Config) -> str | None:
 
 def make_prober(config: Config, stopper: Stopper) -> Stopper | None:
     """What can tell whether a job's process is alive (its exit then ends the job): the signal
-    backend with a target, even under --dry-run; None for the other backends, whose sources
-    (`exec`, containers) report their ends themselves."""
-    if isinstance(stopper, SignalStopper):
+    backend with a target and the docker backend, even under --dry-run; None for the others."""
+    if stopper.backend in ("signal", "docker"):
         return stopper
-    if config.stop.backend == "signal" and target_problem(config) is None:
-        return make_stopper(config)
+    if config.stop.backend in ("signal", "docker") and target_problem(config) is None:
+        return make_stopper(config)  # --dry-run: asking is harmless, stopping is not
     return None
 
 
