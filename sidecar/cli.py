@@ -146,7 +146,7 @@ def _print_json(document: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sidecar.app import Daemon
+    from sidecar.daemon import Daemon
     from sidecar.logs import configure
 
     config = read_runnable_config(args.config)
@@ -312,6 +312,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         if problem is not None:
             report.warnings.append(f"for `sidecar run`: {problem}")
         report.warnings += [f"for `sidecar run`: {p}" for p in problems(config)]
+    if not args.preset:
+        from sidecar.config import config_warnings
+
+        report.warnings += config_warnings(config)
     if not args.preset and unproducible is not None:
         report.warnings.insert(0, unproducible)
     print(render(report, header=header))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import string
 from collections.abc import Mapping
 from enum import Enum, StrEnum
@@ -11,7 +12,9 @@ from typing import Annotated, Any, Literal
 import regex
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -24,7 +27,31 @@ from sidecar.errors import ConfigError
 
 ENV_PREFIX = "SIDECAR_"
 DEFAULT_STORE = "sqlite:///var/lib/sidecar/history.db"
-TEMPLATE_FIELDS = ("job", "tuning_job", "log_dir", "log_path")
+TEMPLATE_FIELDS = ("job", "tuning_job", "log_dir", "log_path", "attempt")
+PATH_FIELDS = ("stem", "name", "parent")  # what a file source's `job` template may use
+DOCKER_FIELDS = ("container_id", "container")  # what a docker source adds to stop templates
+# a config document may not expand (YAML aliases) to more values than this, nor nest deeper
+MAX_DOCUMENT_NODES = 100_000
+MAX_DOCUMENT_DEPTH = 64
+
+
+def _no_bool(value: Any) -> Any:
+    """YAML's `true` is not the number 1: `port: true` is a mistake, not port 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+"""An integer field: bools refused."""
+Number = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_finite)]
+"""A float field: bools, NaN and infinities refused."""
 
 
 class ObjectiveType(StrEnum):
@@ -157,7 +184,7 @@ class EpochConfig(_Model):
     """Where a value's epoch comes from when its definition has no `epoch` group."""
 
     regex: str | None = None
-    offset: int = 0
+    offset: Int = Field(default=0, ge=-1_000_000, le=1_000_000)
 
     @field_validator("regex")
     @classmethod
@@ -175,8 +202,8 @@ class EarlyStopping(_Model):
 
     type: EarlyStoppingType = EarlyStoppingType.AUTO
     rule: Literal["sagemaker"] = "sagemaker"
-    min_jobs: int = Field(default=3, ge=1)
-    start_epoch: int = Field(default=1, ge=1)
+    min_jobs: Int = Field(default=3, ge=1)
+    start_epoch: Int = Field(default=1, ge=1, le=1_000_000_000)
 
     @field_validator("type", mode="before")
     @classmethod
@@ -213,6 +240,20 @@ class Source(_Model):
         if value is not None and "job" not in compile_user_regex(value).groupindex:
             raise ValueError("must have a named group (?P<job>...)")
         return value
+
+    @field_validator("job")
+    @classmethod
+    def _path_placeholders(cls, value: str) -> str:
+        check_placeholders(value, PATH_FIELDS)
+        return value
+
+    def template_groups(self) -> tuple[str, ...]:
+        """What this source adds to stop templates: job_regex's groups, a container's names."""
+        if self.job_regex is not None:
+            return tuple(compile_user_regex(self.job_regex).groupindex)
+        if self.docker is not None:
+            return DOCKER_FIELDS
+        return ()
 
     @model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -263,7 +304,7 @@ class CommandTarget(_Model):
     """An argv template run without a shell."""
 
     argv: list[str] = Field(default_factory=list)
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: Number = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("argv")
     @classmethod
@@ -277,7 +318,7 @@ class Stop(_Model):
     """How a stop decision reaches the training job."""
 
     backend: Literal["signal", "docker", "kubernetes", "command", "none"] = "signal"
-    grace_seconds: float = Field(default=30.0, ge=0)
+    grace_seconds: Number = Field(default=30.0, ge=0, le=86400)
     marker: str | None = None
     signal: SignalTarget = Field(default_factory=SignalTarget)
     docker: DockerTarget = Field(default_factory=DockerTarget)
@@ -289,7 +330,7 @@ class Http(_Model):
     """Where `/metrics`, `/healthz` and `/readyz` are served."""
 
     host: str = "0.0.0.0"
-    port: int = Field(default=9108, ge=0, le=65535)
+    port: Int = Field(default=9108, ge=0, le=65535)
 
 
 class Config(_Model):
@@ -305,13 +346,17 @@ class Config(_Model):
     stop: Stop = Field(default_factory=Stop)
     store: str = Field(default=DEFAULT_STORE, min_length=1)
     http: Http = Field(default_factory=Http)
-    max_line_bytes: int = Field(default=1 << 20, ge=64)
+    max_line_bytes: Int = Field(default=1 << 20, ge=64, le=64 << 20)
     # values held in memory while the store is unreachable; past this the sidecar stops reading
-    max_buffered_values: int = Field(default=100_000, ge=1)
-    regex_timeout_seconds: float = Field(default=0.1, gt=0)
+    max_buffered_values: Int = Field(default=100_000, ge=1, le=100_000_000)
+    # distinct metric names kept per job (past it, new names are counted and skipped), and label
+    # values per metric-labelled Prometheus series (past it, folded into `other`)
+    max_metrics_per_job: Int = Field(default=1000, ge=1, le=1_000_000)
+    max_metric_series: Int = Field(default=1000, ge=1, le=1_000_000)
+    regex_timeout_seconds: Number = Field(default=0.1, gt=0, le=10)
     node: str | None = None
-    idle_timeout_seconds: float = Field(default=3600.0, ge=0)
-    early_stopped_exit_code: int = Field(default=0, ge=0, le=255)
+    idle_timeout_seconds: Number = Field(default=3600.0, ge=0)
+    early_stopped_exit_code: Int = Field(default=0, ge=0, le=255)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("store")
@@ -335,6 +380,20 @@ class Config(_Model):
             if value not in names:
                 raise ValueError(f"must be one of the built-in presets: {', '.join(names)}")
         return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_placeholders(cls, stop: Stop, info: ValidationInfo) -> Stop:
+        allowed = set(TEMPLATE_FIELDS)
+        for source in info.data.get("sources") or ():
+            allowed.update(source.template_groups())
+        for field, template in stop_templates(stop):
+            try:
+                check_placeholders(template, sorted(allowed))
+            except ValueError as exc:
+                # `[sub.field]` moves into the field's name in the message (see _describe)
+                raise ValueError(f"[{field}] {exc}") from None
+        return stop
 
     def all_definitions(self) -> list[MetricDefinition]:
         """The preset's definitions followed by the user's own."""
@@ -431,12 +490,88 @@ def _env_value(path: list[str], raw: str) -> _Leaf:
         return raw
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (the last one would silently win)."""
+
+
+def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            continue  # unhashable: the constructor reports it
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (line {mark.line + 1}; first at line {seen[key]}): "
+                "YAML would silently keep only the last one",
+                mark,
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, int]:
+    """(values, depth) of a composed document once its aliases are expanded, without expanding
+    them: an alias is the very node it names, so each node's size is computed once."""
+    sizes: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        if not done:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+            continue
+        size, depth = 1, 0
+        for child in children:
+            child_size, child_depth = sizes.get(id(child), (1, 0))
+            size += child_size
+            depth = max(depth, child_depth + 1)
+        sizes[id(node)] = (min(size, MAX_DOCUMENT_NODES + 1), depth)
+    return sizes[id(root)]
+
+
 def parse_document(text: str, *, source: str) -> dict[str, Any]:
-    """Parse YAML (JSON is YAML) into a mapping, or raise ConfigError."""
+    """Parse YAML (JSON is YAML) into a mapping, or raise ConfigError: never a traceback, never
+    an exponential blow-up (aliases), never a document nested too deep to handle."""
+    loader = _Loader(text)
     try:
-        document = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return {}
+        size, depth = _expanded_size(node)
+        if size > MAX_DOCUMENT_NODES:
+            raise ConfigError(
+                f"{source}: the document expands to more than {MAX_DOCUMENT_NODES:,} values "
+                "(YAML aliases referring to aliases?): not a config"
+            )
+        if depth > MAX_DOCUMENT_DEPTH:
+            raise ConfigError(
+                f"{source}: the document is nested {depth} levels deep (at most "
+                f"{MAX_DOCUMENT_DEPTH}): not a config"
+            )
+        document = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{source}: the document is nested too deeply to read: not a config"
+        ) from None
+    finally:
+        loader.dispose()
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -491,15 +626,52 @@ def _describe(error: Any) -> str:
         message = message.removeprefix(prefix)
     if kind == "literal_error":
         message = "must be one of " + message.removeprefix("Input should be ")
+    inner = regex.match(r"\[([\w.\[\]]+)\] ", message)
+    if inner:  # a validator of a section naming the field inside it (its message has the value)
+        return f"{field}.{inner.group(1)}: {message[inner.end() :]}"
     return f"{field}: {message}; got {_show(error.get('input'))}"
 
 
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+def _show(value: Any, limit: int = 200) -> str:
+    """The value in JSON, at most `limit` characters, without ever walking more of it than
+    that takes (a YAML document with aliases can be exponentially large once expanded)."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> bool:
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        return size <= limit
+
+    def walk(node: Any, depth: int) -> bool:
+        if depth > 20:
+            return emit("...")
+        if isinstance(node, Mapping):
+            if not emit("{"):
+                return False
+            for i, (k, v) in enumerate(node.items()):
+                if (i and not emit(", ")) or not emit(json.dumps(str(k)) + ": "):
+                    return False
+                if not walk(v, depth + 1):
+                    return False
+            return emit("}")
+        if isinstance(node, list | tuple):
+            if not emit("["):
+                return False
+            for i, v in enumerate(node):
+                if (i and not emit(", ")) or not walk(v, depth + 1):
+                    return False
+            return emit("]")
+        try:
+            text = json.dumps(node, default=str)
+        except (TypeError, ValueError):
+            text = repr(node)
+        return emit(text)
+
+    walk(value, 0)
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -538,6 +710,53 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
 
 
 _PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholders(template: str) -> list[str]:
+    """The `{name}` placeholders of a template, in order (a regex's `{2}` is not one)."""
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+
+
+def check_placeholders(template: str, allowed: Any) -> None:
+    """ValueError naming an unknown placeholder (a typo like `{stme}` would otherwise stay
+    literal text: every file merged into one job named `{stme}`)."""
+    allowed = tuple(allowed)
+    unknown = [name for name in placeholders(template) if name not in allowed]
+    if unknown:
+        names = ", ".join("{" + n + "}" for n in dict.fromkeys(unknown))
+        shown = ", ".join("{" + a + "}" for a in allowed)
+        raise ValueError(f"unknown placeholder {names} in {template!r}; allowed: {shown}")
+
+
+def stop_templates(stop: Stop) -> list[tuple[str, str]]:
+    """(field, template) for every templated field of the stop section."""
+    found = [
+        ("signal.pid_file", stop.signal.pid_file),
+        ("signal.process_match", stop.signal.process_match),
+        ("marker", stop.marker),
+        ("docker.container", stop.docker.container),
+        ("kubernetes.namespace", stop.kubernetes.namespace),
+        ("kubernetes.pod", stop.kubernetes.pod),
+        ("kubernetes.job", stop.kubernetes.job),
+    ]
+    found += [(f"command.argv[{i}]", a) for i, a in enumerate(stop.command.argv)]
+    return [(field, t) for field, t in found if t]
+
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish", "busybox", "csh", "tcsh"})
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but probably wrong: said by `check` and logged by `run` at start."""
+    warnings = []
+    argv = config.stop.command.argv
+    if argv and argv[0].rsplit("/", 1)[-1] in SHELLS and any(placeholders(a) for a in argv[1:]):
+        warnings.append(
+            f"stop.command.argv[0] is a shell ({argv[0]!r}): a placeholder inside its script is "
+            "shell code, and a job name holding `;` or `$(...)` would run as a command; put "
+            "the program itself in argv[0] and each value in an argument of its own"
+        )
+    return warnings
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:

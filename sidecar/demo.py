@@ -16,8 +16,8 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
-from sidecar.app import Daemon
 from sidecar.config import Config, validate_config
+from sidecar.daemon import Daemon
 from sidecar.model import JobEnded, JobStatus
 from sidecar.report import table
 from sidecar.telemetry import JobSnapshot

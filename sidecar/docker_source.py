@@ -71,21 +71,28 @@ class DockerLogSource:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    name = "docker"
+
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stop following by `deadline` (monotonic seconds); True when every thread ended."""
+        end = time.monotonic() + 10 if deadline is None else deadline
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=max(0.1, end - time.monotonic()))
         for stream in list(self.streams.values()):
             try:
                 stream.close()  # shuts the socket down: a follower waiting on it returns
             except Exception as exc:  # closing is best effort at shutdown
                 log.debug("docker_stream_close_failed", error=str(exc))
         for thread in list(self.followed.values()):
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.1, min(5.0, end - time.monotonic())))
         if self.client is not None:
             try:
                 self.client.close()
             except Exception as exc:  # closing is best effort at shutdown
                 log.debug("docker_close_failed", error=str(exc))
+        return not self._thread.is_alive() and not any(
+            t.is_alive() for t in list(self.followed.values())
+        )
 
     def _discover(self) -> None:
         while not self._stop.is_set():

@@ -90,6 +90,27 @@ class TuningJobEngine:
         self._changed(state.history)
         return state
 
+    def next_order(self) -> int:
+        """A launch order after every known one: a job's order while the store cannot give one
+        (an outage); `reorder` puts the store's in its place once it can."""
+        return (self._orders[-1] + 1) if self._orders else 1
+
+    def reorder(self, job: str, order: int) -> None:
+        """Give a job its launch order from the store (it was registered while the store was
+        down). Decisions already made stand; later ones use the store's order."""
+        state = self.jobs.get(job)
+        if state is None or state.order == order:
+            return
+        at = self._histories.index(state.history)
+        del self._orders[at], self._histories[at]
+        state.order = order
+        state.history.order = order
+        at = bisect.bisect_left(self._orders, order)
+        self._orders.insert(at, order)
+        self._histories.insert(at, state.history)
+        self._views.clear()  # every view's cutoff may now include or exclude it
+        self._changes.clear()
+
     def _changed(self, history: JobHistory) -> None:
         if not self._views:
             return

@@ -4,7 +4,8 @@ SidecarError                 exit 1
 ├── ConfigError              exit 2  (a wrong config: names the field, the value, what is allowed)
 ├── UsageError               exit 2  (bad command-line arguments that argparse cannot see)
 ├── StoreError               exit 1  (the history store cannot be opened or used)
-│   └── SchemaVersionError   exit 1  (the store was written by a newer sidecar)
+│   ├── SchemaVersionError   exit 1  (the store was written by a newer sidecar)
+│   └── StoreDataError       exit 1  (the store refused the data itself: retrying cannot help)
 └── InputError               exit 1  (a log file cannot be read)
 """
 
@@ -33,6 +34,11 @@ class StoreError(SidecarError):
 
 class SchemaVersionError(StoreError):
     """The store's schema is newer than this sidecar understands."""
+
+
+class StoreDataError(StoreError):
+    """The store refused what was written (a number out of range, a broken constraint): the
+    same write would fail again, so it is not retried as if the store were down."""
 
 
 class InputError(SidecarError):

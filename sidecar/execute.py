@@ -9,18 +9,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import structlog
 
-from sidecar.app import Consumer
+from sidecar.assemble import Parts, assemble
 from sidecar.config import Config
 from sidecar.decode import LineSplitter
 from sidecar.errors import UsageError
+from sidecar.extras import require_extras
 from sidecar.model import Chunk, JobEnded, JobStatus
-from sidecar.pipeline import Pipeline
-from sidecar.stoppers import NoneStopper, StopDispatcher, Stopper
+from sidecar.stoppers import NoneStopper, Stopper
 from sidecar.stoppers.signal import SignalStopper, fixed_resolver
 from sidecar.store import open_store
 from sidecar.telemetry import Telemetry
@@ -43,27 +43,39 @@ def _write_all(fd: int, data: bytes) -> bool:
     return True
 
 
-class _StreamPump(threading.Thread):
-    """Copies one of the child's pipes to ours byte for byte and hands its lines on."""
+class StreamPump:
+    """Copies one of the child's pipes to ours byte for byte and hands its lines on; ends at the
+    pipe's end (the child and everything holding the pipe have exited)."""
 
     def __init__(
         self,
         source: int,
         sink: int,
-        consumer: Consumer,
+        put: Callable[[Chunk], object],
         *,
         tuning_job: str,
         job: str,
         max_line_bytes: int,
     ) -> None:
-        super().__init__(name=f"pump-{sink}", daemon=True)
+        self.name = f"pump-{sink}"
         self.source, self.sink = source, sink
-        self.consumer = consumer
+        self.put = put
         self.tuning_job, self.job = tuning_job, job
         self.splitter = LineSplitter(max_line_bytes)
         self.last_byte = b"\n"  # of what was passed through: did the child end its last line?
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
-    def run(self) -> None:
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, deadline: float) -> bool:
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
         passing = True
         while True:
             try:
@@ -78,14 +90,11 @@ class _StreamPump(threading.Thread):
                 self.last_byte = data[-1:]
             lines = self.splitter.feed(data)
             if lines:
-                self._send(lines, read_at)
+                self.put(Chunk(self.tuning_job, self.job, lines, read_at))
         tail = self.splitter.finish()
         if tail:
-            self._send(tail, time.monotonic())
+            self.put(Chunk(self.tuning_job, self.job, tail, time.monotonic()))
         os.close(self.source)
-
-    def _send(self, lines: list[bytes], read_at: float) -> None:
-        self.consumer.put(Chunk(self.tuning_job, self.job, lines, read_at))
 
 
 def run_exec(
@@ -99,19 +108,10 @@ def run_exec(
     """Run `argv`; return its exit code, or `early_stopped_exit_code` when the rule stopped it."""
     if not argv:
         raise UsageError("exec needs a command after `--`")
+    require_extras(config, dry_run=True)  # the store's extra; exec stops with signals only
     tuning_job = tuning_job or config.tuning_job
     store = open_store(config.store)
-    telemetry = Telemetry()
     no_stop = dry_run or config.stop.backend == "none"
-    pipeline = Pipeline(
-        config,
-        store,
-        telemetry,
-        submit_stop=lambda request: None,
-        backend="none" if no_stop else "signal",
-        dry_run=no_stop,
-        shared_store=True,  # other `exec`s of this tuning job write the same store
-    )
     try:
         child = subprocess.Popen(
             list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
@@ -119,31 +119,33 @@ def run_exec(
     except OSError as exc:
         store.close()  # before registering: a command that never ran is no job
         raise UsageError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    try:
-        # launch order: when exec starts the job; a name that has run and ended is a new attempt
-        key = pipeline.job_key(tuning_job, job, fresh=True)
-        pipeline.register(tuning_job, key, name=job)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):  # unsupervised, it must not run on
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        store.close()
-        raise
     stopper: Stopper = (
         NoneStopper()
         if no_stop
         else SignalStopper(fixed_resolver(child.pid), grace_seconds=config.stop.grace_seconds)
     )
-    dispatcher = StopDispatcher(
-        stopper,
-        on_result=pipeline.stop_finished,
-        on_failure=pipeline.stop_failed,
-        marker=config.stop.marker,
-    )
-    pipeline.submit_stop = dispatcher.submit
-    consumer = Consumer(pipeline)
-    pipeline.feedback = consumer.put
-    consumer.start()
+    parts = Parts()
+    try:
+        decider = assemble(
+            config,
+            store=store,
+            stopper=stopper,
+            telemetry=Telemetry(max_metric_series=config.max_metric_series),
+            parts=parts,
+            backend="none" if no_stop else "signal",
+            dry_run=no_stop,
+            shared_store=True,  # other `exec`s of this tuning job write the same store
+        )
+        # launch order: when exec starts the job; a name that has run and ended is a new attempt
+        key = decider.pipeline.job_key(tuning_job, job, fresh=True)
+        decider.pipeline.register(tuning_job, key, name=job)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):  # unsupervised, it must not run on
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        parts.stop(time.monotonic() + 10)
+        store.close()
+        raise
 
     def forward(signum: int, frame: FrameType | None) -> None:
         del frame
@@ -153,10 +155,10 @@ def run_exec(
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert child.stdout is not None and child.stderr is not None
     pumps = [
-        _StreamPump(
+        StreamPump(
             os.dup(pipe.fileno()),
             sink,
-            consumer,
+            decider.consumer.put,
             tuning_job=tuning_job,
             job=job,
             max_line_bytes=config.max_line_bytes,
@@ -166,7 +168,7 @@ def run_exec(
     child.stdout.close()
     child.stderr.close()
     for pump in pumps:
-        pump.start()
+        parts.start(pump)
     try:
         code = child.wait()
         for pump in pumps:
@@ -178,17 +180,15 @@ def run_exec(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
-    consumer.put(JobEnded(tuning_job, job, status, f"exit code {code}"))  # mapped to the attempt
-    consumer.close(None)  # every line the child wrote is decided on and stored before we look
-    dispatcher.close(timeout=config.stop.grace_seconds + 10)
-    consumer.drain()  # the stop's outcome: did the signal stop it, or had it already exited?
-    state = pipeline.engines[tuning_job].jobs[key]
+    decider.consumer.put(JobEnded(tuning_job, job, status, f"exit code {code}"))
+    # every line the child wrote is decided on, its stop's outcome known, and all stored
+    parts.stop(time.monotonic() + config.stop.grace_seconds + 30)
+    state = decider.pipeline.engines[tuning_job].jobs[key]
     stopped = (
         state.decision is not None
         and not state.decision.dry_run
         and state.status is JobStatus.STOPPED
     )
-    store.close()
     if stopped:
         return config.early_stopped_exit_code
     return code if code >= 0 else 128 - code

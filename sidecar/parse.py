@@ -17,6 +17,9 @@ from sidecar.model import ParseCounts, Sample
 from sidecar.prefilter import required_literal
 
 TAB011 = "#011"
+# epochs above this are not epochs (`epoch=99999999999999999999`, JSON `1e300`): a parse error
+# (`bad_epoch`), never a value a store could not hold
+MAX_EPOCH = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,13 @@ class Extractor:
         epoch: EpochConfig,
         *,
         timeout: float,
+        max_metrics: int | None = None,
+        keep: frozenset[str] = frozenset(),
     ) -> None:
+        # a job's distinct metric names are bounded (a `{key}` definition over JSON lines with
+        # ever new keys must not grow the store and /metrics without end); `keep` are always taken
+        self.max_metrics = max_metrics
+        self.keep = keep
         self.definitions = tuple(
             CompiledDefinition.compile(d) for d in definitions if d.kind == "regex"
         )
@@ -451,5 +460,18 @@ class JobParser:
         if epoch < 1:
             counts.error("epoch_below_1")
             return
-        self.value_counts[name] = max(self.value_counts.get(name, 0), epoch)
+        if epoch > MAX_EPOCH:
+            counts.error("bad_epoch")
+            return
+        known = self.value_counts
+        limit = self.extractor.max_metrics
+        if (
+            limit is not None
+            and name not in known
+            and len(known) >= limit
+            and name not in self.extractor.keep
+        ):
+            counts.error("too_many_metrics")
+            return
+        known[name] = max(known.get(name, 0), epoch)
         samples.append(Sample(name, epoch, value))

@@ -1,12 +1,11 @@
-"""The one consumer: chunks of lines → samples → the rule → stop requests, store writes, telemetry.
+"""The decision path: chunks of lines → samples → the rule → stop requests and batches to write.
 
-Every decision is made here, on one thread, so there are no races between jobs. Stops go to the
-dispatcher's threads and never block parsing. Each chunk becomes one batch: its values, status
-changes and the file offset just past its last line, committed in one transaction. Batches queue
-in `pending` and are written in order by `flush`: while the store is unreachable decisions go on
-from memory, and since an offset is only ever committed with the values before it, a crash during
-an outage re-reads what was not written (nothing lost), and a retried write is an upsert of the
-same rows (nothing doubled).
+Only the consumer thread calls it, so there are no races between jobs. What it decides never
+waits on the store: batches go to the write buffer (sidecar/writes.py), stops to the dispatcher's
+threads. The engine state it changes is read by scrapes (and the API) under `lock`, which is held
+only for in-memory work, never across store IO: a slow store cannot stall a scrape. While the
+store is down a new job is registered from memory (a provisional launch order, replaced by the
+store's when it is back) and shared history is refreshed with a short timeout and backoff.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -35,24 +33,26 @@ from sidecar.model import (
     StopFinished,
 )
 from sidecar.parse import Extractor, JobParser
-from sidecar.stoppers import StopOutcome, StopRequest, StopResult, template_context
+from sidecar.stoppers import StopRequest, template_context
 from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
+from sidecar.writes import Registered
 
 log = structlog.get_logger("sidecar")
 
 SubmitStop = Callable[[StopRequest], object]
-Feedback = Callable[[StopFinished], object]
+Write = Callable[[Batch], object]
+Item = Chunk | JobEnded | StopFinished | Registered
 
 # a decision at epoch e on a read that also held epochs past e + this: the job's output reached
 # the log long after it was printed (block-buffered stdout)
 BUFFERED_EPOCHS = 1
-
-FLUSH_MAX_VALUES = 20_000  # values per transaction when writing a backlog
-
-
 # `<job>~<n>`: the n-th attempt of a job whose log restarted from nothing after it had ended
 ATTEMPT_SEPARATOR = "~"
+# the regex-timeout time one slice of a chunk may spend before the rest waits behind other
+# jobs' items (head-of-line blocking: 50 lines at 0.1 s each must not delay every other stop)
+SLICE_TIMEOUT_SECONDS = 0.25
+REFRESH_BACKOFF = (1.0, 30.0)  # seconds between shared-history refreshes after one failed
 
 
 @dataclass(slots=True)
@@ -66,6 +66,32 @@ class JobRuntime:
     # carry an attempt number besides
 
 
+@dataclass(slots=True)
+class Continuation:
+    """The rest of a chunk whose lines spent their slice of regex timeouts: parsed once the
+    other jobs' waiting items have been, its batch (values with the offset) written at its end."""
+
+    chunk: Chunk
+    job: str
+    lines: list[bytes]  # candidate lines still to parse (already through the literal gate)
+    batch: Batch
+    counts: ParseCounts
+    decided: bool  # the job had a decision before this chunk
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.chunk.tuning_job, self.chunk.job
+
+
+def item_key(item: object) -> tuple[str, str] | None:
+    """The (tuning job, source name) an item's order matters for, if any."""
+    if isinstance(item, Chunk | JobEnded):
+        return item.tuning_job, item.job
+    if isinstance(item, Continuation):
+        return item.key
+    return None
+
+
 class Pipeline:
     """Samples to decisions for every tuning job this sidecar sees."""
 
@@ -76,22 +102,28 @@ class Pipeline:
         telemetry: Telemetry,
         *,
         submit_stop: SubmitStop,
-        backend: str,
+        write: Write,
         dry_run: bool = False,
         shared_store: bool = False,
+        store_failing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.store = store
         self.telemetry = telemetry
         self.submit_stop = submit_stop
-        self.backend = backend
+        self.write = write
         self.dry_run = dry_run
-        self.shared_store = (
-            shared_store  # other processes write this tuning job: refresh before deciding
-        )
+        # other processes write this tuning job: refresh from the store before deciding
+        self.shared_store = shared_store
+        self.store_failing = store_failing
         self.extractor = Extractor(
-            config.all_definitions(), config.epoch_config(), timeout=config.regex_timeout_seconds
+            config.all_definitions(),
+            config.epoch_config(),
+            timeout=config.regex_timeout_seconds,
+            max_metrics=config.max_metrics_per_job,
+            keep=frozenset({config.objective.metric}),
         )
+        self.slice_timeouts = max(1, round(SLICE_TIMEOUT_SECONDS / config.regex_timeout_seconds))
         self.engines: dict[str, TuningJobEngine] = {}
         self.runtimes: dict[tuple[str, str], JobRuntime] = {}
         self.local_jobs: set[tuple[str, str]] = set()
@@ -99,21 +131,27 @@ class Pipeline:
         # `name~n` once the same name has run again after ending
         self.current: dict[tuple[str, str], str] = {}
         self.cursors: dict[str, int] = {}  # per tuning job: the store's write cursor seen last
-        self.pending: deque[Batch] = deque()  # batches not yet committed, oldest first
-        self.pending_values = 0
-        self.refresh_failing = False
-        self.feedback: Feedback | None = None  # where stop outcomes go (the consumer's queue)
-        self.lock = threading.Lock()  # held while handling an item; scrapes take it for a snapshot
+        self.lock = threading.Lock()  # engine state changes; scrapes take it for a snapshot
+        self._refresh_after = 0.0
+        self._refresh_delay = REFRESH_BACKOFF[0]
+        self._file_counts: dict[str, tuple[int, int]] = {}  # file key -> (cut lines, bad records)
 
     # state ---------------------------------------------------------------------------------
     def engine(self, tuning_job: str) -> TuningJobEngine:
+        """The tuning job's engine, made (and its history loaded) the first time it is seen."""
         engine = self.engines.get(tuning_job)
-        if engine is None:
-            self.store.ensure_tuning_job(tuning_job, self.config.objective)
-            engine = TuningJobEngine(
-                tuning_job, self.config.objective, self.config.early_stopping, dry_run=self.dry_run
-            )
-            self._restore(engine)  # may fail: then the engine is not kept and is built again
+        if engine is not None:
+            return engine
+        engine = TuningJobEngine(
+            tuning_job, self.config.objective, self.config.early_stopping, dry_run=self.dry_run
+        )
+        if not self.store_failing():
+            try:
+                self.store.ensure_tuning_job(tuning_job, self.config.objective)
+                self._restore(engine)
+            except StoreError as exc:  # decide from memory; the writer creates it later
+                log.warning("tuning_job_from_memory", tuning_job=tuning_job, error=str(exc))
+        with self.lock:
             self.engines[tuning_job] = engine
         return engine
 
@@ -122,20 +160,26 @@ class Pipeline:
         start (a restart), then only what other processes changed since (shared stores)."""
         metric = self.config.objective.metric
         since = self.cursors.get(engine.name, 0)
-        self.cursors[engine.name], changed = self.store.changes(engine.name, metric, since)
-        self._merge(engine, changed)
+        cursor, changed = self.store.changes(engine.name, metric, since)
+        with self.lock:
+            self.cursors[engine.name] = cursor
+            self._merge(engine, changed)
 
     def _refresh(self, engine: TuningJobEngine) -> None:
-        """Before a decision on a shared store: others' latest values. When the store cannot be
-        reached the decision is made on the history known so far rather than not at all."""
+        """Before deciding on a shared store: others' latest values. A store that does not
+        answer is asked again only after a backoff; meanwhile decisions use what is known."""
+        now = time.monotonic()
+        if self.store_failing() or now < self._refresh_after:
+            return
         try:
             self._restore(engine)
         except StoreError as exc:
-            if not self.refresh_failing:
+            if self._refresh_delay == REFRESH_BACKOFF[0]:
                 log.warning("history_refresh_failed", tuning_job=engine.name, error=str(exc))
-            self.refresh_failing = True
+            self._refresh_after = now + self._refresh_delay
+            self._refresh_delay = min(self._refresh_delay * 2, REFRESH_BACKOFF[1])
         else:
-            self.refresh_failing = False
+            self._refresh_delay = REFRESH_BACKOFF[0]
 
     def _merge(self, engine: TuningJobEngine, changed: list[StoredJob]) -> None:
         metric = self.config.objective.metric
@@ -198,33 +242,53 @@ class Pipeline:
         name: str | None = None,
     ) -> JobRuntime:
         """The job's runtime; registers it (its launch order) at its first line. `name` is what
-        its source calls it when `job` is an attempt's key (`name~2`)."""
+        its source calls it when `job` is an attempt's key (`name~2`).
+
+        The store gives the launch order; while it cannot, the job gets the next order in
+        memory and the write buffer registers it when the store is back (`registered`)."""
         key = (tuning_job, job)
         runtime = self.runtimes.get(key)
         if runtime is not None:
             return runtime
         engine = self.engine(tuning_job)
-        # store reads first: if one fails nothing has changed, and the item is simply retried
-        order = self.store.register_job(tuning_job, job)
-        stored = self.store.load_job(tuning_job, job)
-        state = engine.register(job, order)
+        order: int | None = None
+        stored: StoredJob | None = None
+        if not self.store_failing():
+            try:
+                order = self.store.register_job(tuning_job, job)
+                stored = self.store.load_job(tuning_job, job)
+            except StoreError as exc:
+                log.warning("job_registered_from_memory", job=job, error=str(exc))
+                order = None
+        provisional = order is None
         counts: dict[str, int] = {}
-        if stored is not None:  # a restart: ordinal epochs carry on from what is stored
-            counts = {m: max(e for e, _ in series) for m, series in stored.values.items() if series}
-            state.status = stored.status
-        last_epoch = (resume or {}).get("last_epoch")
-        held = (resume or {}).get("held")
-        runtime = JobRuntime(
-            self.extractor.new_job(
-                counts=counts,
-                last_epoch=last_epoch if isinstance(last_epoch, int) else None,
-                held=held if isinstance(held, list) else (),
-            ),
-            log_path=log_path,
-            name=name or job,
-        )
-        self.runtimes[key] = runtime
-        self.local_jobs.add(key)
+        with self.lock:
+            known = engine.jobs.get(job)
+            if order is None:
+                order = known.order if known is not None else engine.next_order()
+            state = engine.register(job, order)
+            if stored is not None:  # a restart: ordinal epochs carry on from what is stored
+                counts = {
+                    m: max(e for e, _ in series) for m, series in stored.values.items() if series
+                }
+                state.status = stored.status
+            elif known is not None and known.history.values:
+                counts = {self.config.objective.metric: max(known.history.values)}
+            last_epoch = (resume or {}).get("last_epoch")
+            held = (resume or {}).get("held")
+            runtime = JobRuntime(
+                self.extractor.new_job(
+                    counts=counts,
+                    last_epoch=last_epoch if isinstance(last_epoch, int) else None,
+                    held=held if isinstance(held, list) else (),
+                ),
+                log_path=log_path,
+                name=name or job,
+            )
+            self.runtimes[key] = runtime
+            self.local_jobs.add(key)
+        if provisional:
+            self.write(Batch(registrations=[(tuning_job, job)]))
         log.info(
             "job_registered",
             tuning_job=tuning_job,
@@ -232,20 +296,31 @@ class Pipeline:
             order=order,
             status=state.status.value,
             log_path=log_path or None,
+            **({"provisional_order": True} if provisional else {}),
         )
         return runtime
 
-    # items ---------------------------------------------------------------------------------
-    def handle(self, item: Chunk | JobEnded | StopFinished) -> None:
-        with self.lock:
-            if isinstance(item, JobEnded):
-                self._end(item)
-            elif isinstance(item, StopFinished):
-                self._stop_finished(item)
-            else:
-                self._chunk(item)
+    def registered(self, done: Registered) -> None:
+        """The store's launch order for a job registered while it was down."""
+        engine = self.engines.get(done.tuning_job)
+        if engine is not None:
+            with self.lock:
+                engine.reorder(done.job, done.order)
 
-    def _chunk(self, chunk: Chunk) -> None:
+    # items ---------------------------------------------------------------------------------
+    def handle(self, item: Item) -> Continuation | None:
+        """Handle one item; a chunk whose regex timeouts used up its slice returns the rest."""
+        if isinstance(item, Chunk):
+            return self._chunk(item)
+        if isinstance(item, Registered):
+            self.registered(item)
+        elif isinstance(item, StopFinished):
+            self._stop_finished(item)
+        else:
+            self._end(item)
+        return None
+
+    def _chunk(self, chunk: Chunk) -> Continuation | None:
         position = chunk.position
         held = position is not None and bool(position.resume.get("held"))
         resume = position.resume if position else None
@@ -254,8 +329,8 @@ class Pipeline:
         if not chunk.lines and not held and (chunk.tuning_job, current) not in self.runtimes:
             # no line yet to register the job at: just move the offset
             if position is not None:
-                self._write(Batch(offsets=[self._offset(position, None, current, name)]))
-            return
+                self.write(Batch(offsets=[self._offset(position, None, current, name)]))
+            return None
         job = self.job_key(
             chunk.tuning_job,
             name,
@@ -265,68 +340,56 @@ class Pipeline:
         runtime = self.register(
             chunk.tuning_job, job, log_path=chunk.log_path, resume=resume, name=name
         )
-        if chunk.log_path:
-            runtime.log_path = chunk.log_path
-        if chunk.labels:
-            runtime.labels = chunk.labels
         engine = self.engines[chunk.tuning_job]
         state = engine.jobs[job]
-        batch = Batch()
-        if (
-            chunk.lines
-            and state.status in (JobStatus.COMPLETED, JobStatus.FAILED)
-            and state.decision is None
-        ):
-            state.status = JobStatus.RUNNING  # an idle job that speaks again is running again
-            batch.updates.append(JobUpdate(chunk.tuning_job, job, JobStatus.RUNNING))
-        counts = ParseCounts()
-        parser = runtime.parser
-        decided = state.decision is not None
-        for raw in self.extractor.candidates(chunk.lines):
-            samples = parser.feed(decode_line(raw), counts)
-            if samples:
-                self._samples(engine, job, runtime, samples, batch, read_at=chunk.read_at)
-        if not decided and state.decision is not None:
-            self._warn_if_buffered(state.decision, batch)
-        if position is not None:
-            batch.offsets.append(self._offset(position, parser, job, name))
-        self._write(batch)
-        self._count(chunk, counts)
-
-    # writes --------------------------------------------------------------------------------
-    def _write(self, batch: Batch) -> None:
-        if batch:
-            self.pending.append(batch)
-            self.pending_values += len(batch.values)
-            self.telemetry.buffered_values.set(self.pending_values)
-
-    def buffer_full(self) -> bool:
-        """Past the bound the consumer takes no more items, so the sources stop reading."""
-        return self.pending_values >= self.config.max_buffered_values
-
-    def flush(self) -> None:
-        """Commit the pending batches in order, several per transaction when there is a
-        backlog. Raises StoreError, keeping every batch not committed, when the store fails."""
+        candidates = self.extractor.candidates(chunk.lines)
+        if candidates and self.shared_store and state.decision is None and engine.enabled:
+            self._refresh(engine)  # once per chunk, outside the lock
         with self.lock:
-            while self.pending:
-                merged = Batch()
-                taken = 0
-                for batch in self.pending:
-                    if taken and len(merged.values) + len(batch.values) > FLUSH_MAX_VALUES:
-                        break
-                    merged.values.extend(batch.values)
-                    merged.updates.extend(batch.updates)
-                    merged.offsets.extend(batch.offsets)
-                    taken += 1
-                try:
-                    self.store.apply(_deduplicated(merged))
-                except StoreError:
-                    self.telemetry.store_write_failures.inc()
-                    raise
-                for _ in range(taken):
-                    self.pending.popleft()
-                self.pending_values -= len(merged.values)
-                self.telemetry.buffered_values.set(self.pending_values)
+            if chunk.log_path:
+                runtime.log_path = chunk.log_path
+            if chunk.labels:
+                runtime.labels = chunk.labels
+            batch = Batch()
+            if (
+                chunk.lines
+                and state.status in (JobStatus.COMPLETED, JobStatus.FAILED)
+                and state.decision is None
+            ):
+                state.status = JobStatus.RUNNING  # an idle job that speaks again is running
+                batch.updates.append(JobUpdate(chunk.tuning_job, job, JobStatus.RUNNING))
+        rest = Continuation(
+            chunk, job, candidates, batch, ParseCounts(), decided=state.decision is not None
+        )
+        return self.resume(rest)
+
+    def resume(self, rest: Continuation) -> Continuation | None:
+        """Parse a chunk's lines until they are done (None) or their slice of regex timeouts is
+        spent (the rest is returned, to be resumed after other items)."""
+        chunk, job = rest.chunk, rest.job
+        runtime = self.runtimes[(chunk.tuning_job, job)]
+        engine = self.engines[chunk.tuning_job]
+        counts = rest.counts
+        parser = runtime.parser
+        budget = sum(counts.timeouts.values()) + self.slice_timeouts
+        with self.lock:
+            for i, raw in enumerate(rest.lines):
+                samples = parser.feed(decode_line(raw), counts)
+                if samples:
+                    self._samples(engine, job, runtime, samples, rest.batch, read_at=chunk.read_at)
+                if sum(counts.timeouts.values()) >= budget and i + 1 < len(rest.lines):
+                    rest.lines = rest.lines[i + 1 :]
+                    return rest
+            state = engine.jobs[job]
+            if not rest.decided and state.decision is not None:
+                self._warn_if_buffered(state.decision, rest.batch)
+            if chunk.position is not None:
+                rest.batch.offsets.append(
+                    self._offset(chunk.position, parser, job, runtime.name or job)
+                )
+        self.write(rest.batch)
+        self._count(chunk, counts, rest.batch)
+        return None
 
     def _samples(
         self,
@@ -343,13 +406,9 @@ class Pipeline:
         if state.decision is not None:
             samples = [s for s in samples if not engine.frozen(job, s)]
         batch.values.extend(ValueRow(engine.name, job, s.metric, s.epoch, s.value) for s in samples)
-        for s in samples:
-            self.telemetry.metric_values.labels(s.metric).inc()
         if not any(s.metric == self.config.objective.metric for s in samples):
             engine.observe(job, samples)
             return
-        if self.shared_store and state.decision is None and engine.enabled:
-            self._refresh(engine)
         decision = engine.observe(job, samples)
         self.telemetry.decision_latency.observe(time.monotonic() - read_at)
         if decision is not None:
@@ -376,14 +435,32 @@ class Pipeline:
             json.dumps(state, sort_keys=True),
         )
 
-    def _count(self, chunk: Chunk, counts: ParseCounts) -> None:
+    def _count(self, chunk: Chunk, counts: ParseCounts, batch: Batch) -> None:
+        """A chunk's telemetry, once per chunk (not once per value)."""
         t = self.telemetry
         if chunk.lines:
             t.log_lines.inc(len(chunk.lines))
         for reason, n in counts.errors.items():
             t.parse_errors.labels(reason).inc(n)
         for metric, n in counts.timeouts.items():
-            t.regex_timeouts.labels(metric).inc(n)
+            t.regex_timeouts.labels(t.metric_label(metric)).inc(n)
+        per_metric: dict[str, int] = {}
+        for v in batch.values:
+            per_metric[v.metric] = per_metric.get(v.metric, 0) + 1
+        for metric, n in per_metric.items():
+            t.metric_values.labels(t.metric_label(metric)).inc(n)
+        position = chunk.position
+        if position is not None:  # the decoder's running counts: lines cut, records malformed
+            before = self._file_counts.get(position.file_key, (0, 0))
+            now = (position.truncated, position.bad_records)
+            for reason, old, new in (
+                ("line_too_long", before[0], now[0]),
+                ("bad_record", before[1], now[1]),
+            ):
+                added = new - old if new >= old else new  # a new decoder counts from 0
+                if added:
+                    t.parse_errors.labels(reason).inc(added)
+            self._file_counts[position.file_key] = now
 
     def _warn_if_buffered(self, decision: Decision, batch: Batch) -> None:
         """One warning when the read that stopped a job already held epochs well past the stop:
@@ -440,14 +517,12 @@ class Pipeline:
         engine = self.engines.get(finished.tuning_job)
         if engine is None or finished.job not in engine.jobs:
             return
-        changed = engine.stop_outcome(finished.job, finished.outcome)
-        state = engine.jobs[finished.job]
+        with self.lock:
+            changed = engine.stop_outcome(finished.job, finished.outcome)
+            state = engine.jobs[finished.job]
+            update = JobUpdate(finished.tuning_job, finished.job, state.status, state.decision)
         # the outcome is stored with the decision whether or not the status changed
-        self._write(
-            Batch(
-                updates=[JobUpdate(finished.tuning_job, finished.job, state.status, state.decision)]
-            )
-        )
+        self.write(Batch(updates=[update]))
         if changed:
             log.info(
                 "job_status_corrected",
@@ -460,29 +535,28 @@ class Pipeline:
     def _end(self, ended: JobEnded) -> None:
         engine = self.engines.get(ended.tuning_job)
         job = self.current.get((ended.tuning_job, ended.job), ended.job)
-        if job != ended.job:
-            ended = JobEnded(ended.tuning_job, job, ended.status, ended.reason)
-        if engine is None or ended.job not in engine.jobs:
+        if engine is None or job not in engine.jobs:
             return
         batch = Batch()
-        runtime = self.runtimes.get((ended.tuning_job, ended.job))
-        if runtime is not None:  # the log ended: values a redrawn bar still held settle now
-            counts = ParseCounts()
-            samples = runtime.parser.finish(counts)
-            if samples:
-                self._samples(engine, ended.job, runtime, samples, batch, read_at=time.monotonic())
-        before = engine.jobs[ended.job].status
-        status = engine.end(ended.job, ended.status)
-        if status is not before:
-            batch.updates.append(
-                JobUpdate(ended.tuning_job, ended.job, status, engine.jobs[ended.job].decision)
-            )
-        self._write(batch)
+        runtime = self.runtimes.get((ended.tuning_job, job))
+        with self.lock:
+            if runtime is not None:  # the log ended: values a redrawn bar still held settle now
+                counts = ParseCounts()
+                samples = runtime.parser.finish(counts)
+                if samples:
+                    self._samples(engine, job, runtime, samples, batch, read_at=time.monotonic())
+            before = engine.jobs[job].status
+            status = engine.end(job, ended.status)
+            if status is not before:
+                batch.updates.append(
+                    JobUpdate(ended.tuning_job, job, status, engine.jobs[job].decision)
+                )
+        self.write(batch)
         if status is not before:
             log.info(
                 "job_ended",
                 tuning_job=ended.tuning_job,
-                job=ended.job,
+                job=job,
                 status=status.value,
                 reason=ended.reason,
             )
@@ -498,46 +572,3 @@ class Pipeline:
                 for state in engine.jobs.values()
             ]
         return iter(jobs)
-
-    def stop_finished(self, outcome: StopOutcome) -> None:
-        """Called by a stopper thread: one structured event per stop decision, with its outcome,
-        and the outcome handed back to the consumer (the job's status follows what happened)."""
-        d = outcome.request.decision
-        if outcome.result is StopResult.STOPPED:
-            self.telemetry.stop_duration.observe(outcome.seconds)
-        fields: dict[str, object] = {}
-        if outcome.error is not None:
-            fields["error"] = outcome.error
-        event = log.info if outcome.result is not None else log.error
-        event(
-            "stop_decision",
-            tuning_job=d.tuning_job,
-            job=d.job,
-            epoch=d.epoch,
-            value=d.value,
-            median=d.median,
-            compared_jobs=d.compared_jobs,
-            rule=d.rule,
-            backend=self.backend,
-            dry_run=d.dry_run,
-            outcome=outcome.outcome,
-            seconds=round(outcome.seconds, 4),
-            **fields,
-        )
-        if self.feedback is not None:
-            self.feedback(StopFinished(d.tuning_job, d.job, outcome.outcome))
-
-    def stop_failed(self, request: StopRequest, error: Exception) -> None:
-        """Called per failed stop attempt: counted; the dispatcher retries."""
-        self.telemetry.stop_failures.labels(self.backend).inc()
-        log.warning(
-            "stop_attempt_failed", job=request.decision.job, backend=self.backend, error=str(error)
-        )
-
-
-def _deduplicated(batch: Batch) -> Batch:
-    """One row per key, the latest winning: what applying the batches one by one would leave,
-    and what a single multi-row upsert accepts."""
-    values = {(v.tuning_job, v.job, v.metric, v.epoch): v for v in batch.values}
-    offsets = {(o.node, o.file_key): o for o in batch.offsets}
-    return Batch(list(values.values()), batch.updates, list(offsets.values()))

@@ -154,6 +154,7 @@ class FileTailer:
         self.probe = probe
         self._probes: dict[JobName, ProbeState] = {}
         self._exit_reported: set[JobName] = set()
+        self.unreadable: str | None = None  # why some matched files cannot be followed now
         self.running = False
 
     # lifecycle -----------------------------------------------------------------------------
@@ -165,18 +166,24 @@ class FileTailer:
         self.running = True
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop reading; what was read is already handed on."""
+    name = "files"
+
+    def stop(self, deadline: float | None = None) -> bool:
+        """Stop reading by `deadline` (monotonic seconds; None: however long it takes); what
+        was read is already handed on. True when the thread has ended."""
         self._stop.set()
         self.waker.wake()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(None if deadline is None else max(0.1, deadline - time.monotonic()))
+            if self._thread.is_alive():
+                return False
         if self.watcher is not None:
             self.watcher.stop()
         for tailed in self.files.values():
             os.close(tailed.fd)
         self.files.clear()
         self.running = False
+        return True
 
     def _loop(self) -> None:
         next_reconcile = self.clock() + RECONCILE_SECONDS

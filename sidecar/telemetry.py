@@ -1,19 +1,19 @@
-"""Prometheus metrics (an explicit registry, a collector over an engine snapshot) and the HTTP server."""
+"""Prometheus metrics: an explicit registry, and a collector over an engine snapshot."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sidecar.model import JobStatus
+from sidecar.model import JobStatus, StopFinished
+from sidecar.stoppers import StopOutcome, StopRequest, StopResult
+
+log = structlog.get_logger("sidecar")
 
 BACKENDS = ("signal", "docker", "kubernetes", "command", "none")
 
@@ -61,11 +61,18 @@ class EngineCollector(Collector):
         yield objective
 
 
-class Telemetry:
-    """Every §7 series on one registry (never the global one)."""
+OTHER = "other"  # the label value that metric names past `max_metric_series` share
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class Telemetry:
+    """Every series of docs/design.md "Telemetry" on one registry (never the global one)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, max_metric_series: int = 1000
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.max_metric_series = max_metric_series
+        self._metric_labels: set[str] = set()
         r = self.registry
         self.jobs_stopped = Counter(
             "early_stopping_jobs_stopped", "Jobs stopped by the rule.", ["tuning_job"], registry=r
@@ -114,6 +121,16 @@ class Telemetry:
             "Store transactions that failed (each is retried; nothing is dropped).",
             registry=r,
         )
+        self.store_rejected_batches = Counter(
+            "early_stopping_store_rejected_batches",
+            "Batches the store refused as data (never retried; logged as store_write_rejected).",
+            registry=r,
+        )
+        self.folded_series = Counter(
+            "early_stopping_metric_series_folded",
+            "Metric names past max_metric_series, counted under the label value `other`.",
+            registry=r,
+        )
         self.job_reruns = Counter(
             "early_stopping_job_reruns",
             "Jobs whose log started again from nothing after they had ended (each a new attempt).",
@@ -123,64 +140,68 @@ class Telemetry:
         for backend in BACKENDS:
             self.stop_failures.labels(backend)
 
+    def metric_label(self, metric: str) -> str:
+        """A metric name as a label value: at most `max_metric_series` distinct names get a
+        series of their own (names come from log content); the rest share `other`."""
+        if metric in self._metric_labels:
+            return metric
+        if len(self._metric_labels) < self.max_metric_series:
+            self._metric_labels.add(metric)
+            return metric
+        self.folded_series.inc()
+        return OTHER
+
     def watch(self, snapshot: Snapshot) -> None:
         """Export job counts and objectives from `snapshot` at every scrape."""
         self.registry.register(EngineCollector(snapshot))
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Requests are not logged: scrapes every few seconds would drown the decision events."""
+class StopReporter:
+    """How each stop ended, told once: the `stop_decision` event with its evidence and outcome,
+    the stop-duration histogram, failed attempts counted; and the outcome handed on (`forward`,
+    the consumer's queue) so the job's status follows what happened."""
 
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        *,
+        backend: str,
+        forward: Callable[[StopFinished], object] | None = None,
+    ) -> None:
+        self.telemetry = telemetry
+        self.backend = backend
+        self.forward = forward
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class HttpServer:
-    """`/metrics`, `/healthz` (alive) and `/readyz` (store reachable, inputs running).
-
-    The port is bound when the server is made (so a port in use fails before anything else
-    starts); requests are answered once `serve` is called."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._server = make_server(
-            host, port, self._not_yet, _ThreadingServer, handler_class=_QuietHandler
+    def finished(self, outcome: StopOutcome) -> None:
+        """Called by a stopper thread, once per stop request."""
+        d = outcome.request.decision
+        if outcome.result is StopResult.STOPPED:
+            self.telemetry.stop_duration.observe(outcome.seconds)
+        fields: dict[str, object] = {}
+        if outcome.error is not None:
+            fields["error"] = outcome.error
+        event = log.info if outcome.result is not None else log.error
+        event(
+            "stop_decision",
+            tuning_job=d.tuning_job,
+            job=d.job,
+            epoch=d.epoch,
+            value=d.value,
+            median=d.median,
+            compared_jobs=d.compared_jobs,
+            rule=d.rule,
+            backend=self.backend,
+            dry_run=d.dry_run,
+            outcome=outcome.outcome,
+            seconds=round(outcome.seconds, 4),
+            **fields,
         )
-        self.port = self._server.server_port
-        self._thread: threading.Thread | None = None
+        if self.forward is not None:
+            self.forward(StopFinished(d.tuning_job, d.job, outcome.outcome))
 
-    @staticmethod
-    def _not_yet(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
-        return [b"starting\n"]
-
-    def serve(self, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]) -> None:
-        """Answer requests from now on, on a thread of the server's own."""
-        metrics_app = make_wsgi_app(registry)
-
-        def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            path = environ.get("PATH_INFO", "")
-            if path == "/metrics":
-                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-            if path == "/healthz":
-                start_response("200 OK", [("Content-Type", "text/plain")])
-                return [b"ok\n"]
-            if path == "/readyz":
-                ok, why = ready()
-                start_response(
-                    "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
-                )
-                return [(why or "ready").encode() + b"\n"]
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found: /metrics /healthz /readyz\n"]
-
-        self._server.set_app(app)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-        self._server.server_close()
+    def failed(self, request: StopRequest, error: Exception) -> None:
+        """Called per failed stop attempt: counted; the dispatcher retries."""
+        self.telemetry.stop_failures.labels(self.backend).inc()
+        log.warning(
+            "stop_attempt_failed", job=request.decision.job, backend=self.backend, error=str(error)
+        )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sidecar.app import Daemon
+from sidecar.daemon import Daemon
 from sidecar.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parent.parent

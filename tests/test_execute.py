@@ -18,16 +18,18 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def config(tmp_path: Path, **extra: str) -> Path:
-    lines = [
-        "tuning_job: ex",
-        "objective: {metric: val_loss}",
-        "metric_definitions: [{Name: val_loss, Regex: 'val_loss=(\\S+)'}]",
-        "early_stopping: {min_jobs: 1}",
-        f"store: 'sqlite://{tmp_path / 'h.db'}'",
-        "stop: {grace_seconds: 2}",
-        "log_level: warning",
-    ]
-    lines += [f"{k}: {v}" for k, v in extra.items()]
+    """The exec tests' config; `extra` fields replace the defaults (a YAML key appears once)."""
+    fields = {
+        "tuning_job": "ex",
+        "objective": "{metric: val_loss}",
+        "metric_definitions": "[{Name: val_loss, Regex: 'val_loss=(\\S+)'}]",
+        "early_stopping": "{min_jobs: 1}",
+        "store": f"'sqlite://{tmp_path / 'h.db'}'",
+        "stop": "{grace_seconds: 2}",
+        "log_level": "warning",
+    }
+    fields.update(extra)
+    lines = [f"{k}: {v}" for k, v in fields.items()]
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,5 +1,6 @@
-"""The consumer pipeline on a real SQLite store: redrawn-bar values held across chunk ends, a
-restart and the end of a job's log, and writes queued behind decisions."""
+"""The decision path on a real SQLite store: redrawn-bar values held across chunk ends, a
+restart and the end of a job's log, and writes queued behind decisions in the write buffer
+(flushed here on the test's thread: the writer's own thread is tested in tests/test_writes.py)."""
 
 from __future__ import annotations
 
@@ -14,22 +15,46 @@ from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
 from sidecar.pipeline import Pipeline
 from sidecar.store import open_store
 from sidecar.telemetry import Telemetry
+from sidecar.writes import WriteBuffer
 from tests.conftest import SAMPLE_LOGS
 
 LIGHTNING = SAMPLE_LOGS / "lightning"
 LOG = LIGHTNING / "01-sgd-lr0.10.log"
 
 
-def pipeline_for(store_url: str) -> Pipeline:
-    config = load_config((LIGHTNING / "config.yaml").read_text(), env={})
-    return Pipeline(
+class Decisions(Pipeline):
+    """A pipeline with its write buffer at hand: `flush` commits what it queued."""
+
+    writes: WriteBuffer
+
+    def flush(self) -> None:
+        self.writes.flush()
+
+
+def with_buffer(
+    config: object, store_url: str, *, max_values: int = 100_000, **kwargs: object
+) -> Decisions:
+    from sidecar.config import Config
+
+    assert isinstance(config, Config)
+    store = open_store(store_url)
+    telemetry = Telemetry()
+    writes = WriteBuffer(store, telemetry, max_values=max_values, objective=config.objective)
+    pipeline = Decisions(
         config,
-        open_store(store_url),
-        Telemetry(),
+        store,
+        telemetry,
         submit_stop=lambda request: None,
-        backend="none",
-        dry_run=True,
+        write=writes.add,
+        **kwargs,  # type: ignore[arg-type]
     )
+    pipeline.writes = writes
+    return pipeline
+
+
+def pipeline_for(store_url: str, *, max_values: int = 100_000) -> Decisions:
+    config = load_config((LIGHTNING / "config.yaml").read_text(), env={})
+    return with_buffer(config, store_url, max_values=max_values, dry_run=True)
 
 
 def position(offset: int, resume: dict[str, object] | None = None) -> FilePosition:
@@ -125,21 +150,20 @@ class TestQueuedWrites:
         pipeline = pipeline_for(f"sqlite://{tmp_path / 'h.db'}")
         lines = LOG.read_bytes().splitlines(keepends=True)
         pipeline.handle(Chunk("sample-lightning", LOG.stem, lines, 0.0, position(12345)))
-        assert pipeline.pending_values > 0
+        assert pipeline.writes.values > 0
         assert pipeline.store.offsets("n") == {}
         pipeline.flush()
-        assert pipeline.pending_values == 0
+        assert pipeline.writes.values == 0
         assert pipeline.store.offsets("n")["1:1"].offset == 12345
         assert stored(pipeline, "val_loss")
 
     def test_the_buffer_is_full_at_max_buffered_values(self, tmp_path: Path) -> None:
-        pipeline = pipeline_for(f"sqlite://{tmp_path / 'h.db'}")
-        pipeline.config = pipeline.config.model_copy(update={"max_buffered_values": 3})
+        pipeline = pipeline_for(f"sqlite://{tmp_path / 'h.db'}", max_values=3)
         lines = LOG.read_bytes().splitlines(keepends=True)
         pipeline.handle(Chunk("sample-lightning", LOG.stem, lines, 0.0, position(1)))
-        assert pipeline.buffer_full()
+        assert pipeline.writes.full
         pipeline.flush()
-        assert not pipeline.buffer_full()
+        assert not pipeline.writes.full
 
 
 class TestStoppedJobsStayAsDecided:
@@ -151,7 +175,7 @@ epoch: {regex: 'epoch=(\\d+)'}
 early_stopping: {min_jobs: 2, start_epoch: 2}
 """
 
-    def feed(self, pipeline: Pipeline, job: str, text: str) -> None:
+    def feed(self, pipeline: Decisions, job: str, text: str) -> None:
         lines = [line.encode() + b"\n" for line in text.split(";")]
         pipeline.handle(Chunk("t", job, lines, 0.0))
         pipeline.handle(JobEnded("t", job, JobStatus.COMPLETED, "done"))
@@ -161,13 +185,7 @@ early_stopping: {min_jobs: 2, start_epoch: 2}
         """A stopped job that prints earlier epochs again (a restarted container, a retry) keeps
         the history its decision was made on: the later job is judged as `replay` judges it."""
         config = load_config(self.CONFIG, env={})
-        pipeline = Pipeline(
-            config,
-            open_store("sqlite://:memory:"),
-            Telemetry(),
-            submit_stop=lambda request: None,
-            backend="none",
-        )
+        pipeline = with_buffer(config, "sqlite://:memory:")
         self.feed(pipeline, "a", "epoch=1 loss=1.0;epoch=2 loss=0.8")
         self.feed(pipeline, "b", "epoch=1 loss=0.9;epoch=2 loss=0.7")
         self.feed(

@@ -784,7 +784,9 @@ class TestStopDispatcher:
         finally:
             stopper.release.set()
             assert dispatcher.close(DEADLINE)
-        assert sorted(r.decision.job for r, _, _ in recorder.results) == ["job-1", "job-2"]
+        done = {r.decision.job: result for r, result, _ in recorder.results}
+        # the overflow has an outcome too (failed): it is never reported as stopped
+        assert done == {"job-1": StopResult.STOPPED, "job-2": StopResult.STOPPED, "job-3": None}
 
     def test_the_marker_is_written_before_the_stop_is_attempted(
         self, recorder: Recorder, tmp_path: Path
@@ -847,14 +849,15 @@ class TestStopDispatcher:
         wait_until(lambda: bool(recorder.results), "the released stop reports")
 
     def test_submit_after_close_is_refused_and_counted(self, recorder: Recorder) -> None:
-        """A shutting-down dispatcher takes no new stops: False and a counted failure."""
+        """A shutting-down dispatcher takes no new stops: False, a counted failure, and the
+        outcome `failed` (the job is not reported stopped)."""
         dispatcher = StopDispatcher(
             FlakyStopper(0), on_result=recorder.on_result, on_failure=recorder.on_failure
         )
         assert dispatcher.close(DEADLINE)
         assert dispatcher.submit(request()) is False
         assert len(recorder.failures) == 1
-        assert recorder.results == []
+        assert [result for _, result, _ in recorder.results] == [None]
 
     def test_a_pid_file_written_late_is_found_on_retry(
         self, recorder: Recorder, spawn: Spawn, tmp_path: Path

@@ -477,6 +477,8 @@ class TestFromConfig:
         config: Config = validate_config(
             {
                 "objective": {"metric": "loss"},
+                # the source whose job_regex groups the templates use
+                "sources": [{"path": "/var/log/pods/*/*/*.log", "job_regex": JOB_POD_LOG_REGEX}],
                 "stop": {
                     "backend": "kubernetes",
                     "grace_seconds": 12,

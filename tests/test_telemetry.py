@@ -23,7 +23,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.model import JobStatus
-from sidecar.telemetry import EngineCollector, HttpServer, JobSnapshot, Telemetry
+from sidecar.http.health import add_health_routes
+from sidecar.http.server import HttpServer, Router, bind
+from sidecar.telemetry import EngineCollector, JobSnapshot, Telemetry
 from tests.conftest import skip_or_fail
 
 DEADLINE = 30.0
@@ -159,6 +161,8 @@ class TestTelemetry:
             "early_stopping_store_buffered_values": "gauge",
             "early_stopping_store_write_failures": "counter",
             "early_stopping_job_reruns": "counter",
+            "early_stopping_store_rejected_batches": "counter",
+            "early_stopping_metric_series_folded": "counter",
         }
 
     def test_stop_failures_start_at_zero_for_every_backend(self) -> None:
@@ -265,10 +269,12 @@ def server() -> Iterator[tuple[HttpServer, Telemetry, list[tuple[bool, str]]]]:
     telemetry = Telemetry(CollectorRegistry())
     populate(telemetry)
     readiness = [(True, "ready")]
-    http = HttpServer("127.0.0.1", 0)
-    http.serve(telemetry.registry, lambda: readiness[0])
+    router = Router()
+    add_health_routes(router, telemetry.registry, lambda: readiness[0])
+    http = HttpServer(bind("127.0.0.1", 0), router)
+    http.start()
     yield http, telemetry, readiness
-    http.stop()
+    http.stop(time.monotonic() + 5)
 
 
 class TestHttpServer:

@@ -8,6 +8,7 @@ Stopper.probe(context) -> bool | None  is the job's process alive (None: cannot 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -183,13 +184,29 @@ class StopDispatcher:
             threading.Thread(target=self._work, name=f"stopper-{i}", daemon=True)
             for i in range(workers)
         ]
-        for thread in self._threads:
-            thread.start()
+        self._started = False
+
+    name = "stops"
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+
+    def stop(self, deadline: float) -> bool:
+        return self.close(max(0.0, deadline - time.monotonic()))
 
     def submit(self, request: StopRequest) -> bool:
-        """Queue a stop; False (and a counted failure) when the queue is full or closed."""
+        """Queue a stop; False (and a counted failure) when the queue is full or closed. A stop
+        refused so still has its outcome (`failed`): the job is not reported stopped."""
+        self.start()
         if self._closing.is_set():
-            self.on_failure(request, StopError("sidecar is shutting down"))
+            error = StopError("sidecar is shutting down")
+            self.on_failure(request, error)
+            self.on_result(
+                StopOutcome(request, None, time.monotonic() - request.decided_at, error=str(error))
+            )
             return False
         with self._lock:
             self._in_flight += 1
@@ -198,7 +215,11 @@ class StopDispatcher:
         except queue.Full:
             with self._lock:
                 self._in_flight -= 1
-            self.on_failure(request, StopError("stop queue is full"))
+            error = StopError("stop queue is full")
+            self.on_failure(request, error)
+            self.on_result(
+                StopOutcome(request, None, time.monotonic() - request.decided_at, error=str(error))
+            )
             return False
         return True
 
@@ -256,6 +277,8 @@ class StopDispatcher:
                 self._idle.wait(left)
             done = self._in_flight == 0
         self._closing.set()
-        for _ in self._threads:
-            self._queue.put(None)
+        if self._started:
+            for _ in self._threads:
+                with contextlib.suppress(queue.Full):  # busy workers end at their next request
+                    self._queue.put_nowait(None)
         return done

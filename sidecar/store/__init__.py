@@ -47,14 +47,18 @@ class FileOffset:
 
 @dataclass(slots=True)
 class Batch:
-    """Everything one step applies, committed in one transaction (values with their offsets)."""
+    """Everything one step applies, committed in one transaction (values with their offsets).
+
+    `registrations`: jobs (tuning job, job) first seen while the store was down, registered by
+    the writer before the rest; their tuning jobs must exist (`Store.ensure_tuning_job`)."""
 
     values: list[ValueRow] = field(default_factory=list)
     updates: list[JobUpdate] = field(default_factory=list)
     offsets: list[FileOffset] = field(default_factory=list)
+    registrations: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.values or self.updates or self.offsets)
+        return bool(self.values or self.updates or self.offsets or self.registrations)
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed
 
 from sidecar.config import Objective, ObjectiveType
-from sidecar.errors import StoreError
+from sidecar.errors import StoreDataError, StoreError
 from sidecar.model import JobStatus
 from sidecar.store import (
     Batch,
@@ -265,6 +265,8 @@ class PostgresStore:
                 raise StoreError(
                     f"store {self.url!r}: cannot {what}: the store is closed"
                 ) from None
+            except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                raise StoreDataError(f"store {self.url!r}: cannot {what}: {_reason(exc)}") from exc
             except psycopg.Error as exc:
                 if conn is not None and conn.broken and attempt + 1 < attempts:
                     continue

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sidecar.config import Objective, ObjectiveType
-from sidecar.errors import StoreError
+from sidecar.errors import StoreDataError, StoreError
 from sidecar.model import JobStatus
 from sidecar.store import (
     Batch,
@@ -172,6 +172,8 @@ class SqliteStore:
                         db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+            except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError) as exc:
+                raise StoreDataError(f"store {self.url!r}: cannot {what}: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self.url!r}: cannot {what}: {exc}") from exc
 
