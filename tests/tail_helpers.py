@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sidecar.daemon import Daemon
 from sidecar.config import Config, load_config
+from sidecar.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")

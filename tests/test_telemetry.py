@@ -22,9 +22,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar.model import JobStatus
 from sidecar.http.health import add_health_routes
 from sidecar.http.server import HttpServer, Router, bind
+from sidecar.model import JobStatus
 from sidecar.telemetry import EngineCollector, JobSnapshot, Telemetry
 from tests.conftest import skip_or_fail
 
