@@ -222,6 +222,8 @@ class Daemon:
             idle_timeout=config.idle_timeout_seconds,
             watch=self.watch,
             probe=probe,
+            regex_timeout=config.regex_timeout_seconds,
+            telemetry=self.telemetry,
         )
         self.parts.start(self.tailer)
         for source in config.sources:

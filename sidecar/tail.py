@@ -4,29 +4,41 @@ The tailer is a producer: it reads each file to EOF whenever woken (a file event
 reconcile), decodes its format into logical lines and hands them on with the offset and decoder
 state to commit alongside their values. It never commits anything itself: what the consumer has
 committed is where a restart resumes.
+
+Bounded whatever the files do: globs are expanded without following a directory twice
+(sidecar/globs.py); a file idle for a while, read to its end, has its descriptor closed and is
+reopened when it changes (checked to be the same file), and at most `max_open` are open at once,
+so thousands of files work under a 1024-descriptor limit; a user regex on a path runs under the
+regex timeout; an error in one file is that file's, and no exception ends the thread.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import resource
 import stat
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import regex
 import structlog
 
 from sidecar.config import Source, render_template
 from sidecar.formats import Decoder, Format, detect_format, make_decoder
+from sidecar.globs import expand
 from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
 from sidecar.store import FileOffset
-from sidecar.wake import Waker, Watcher, expand
+from sidecar.wake import Waker, Watcher
+
+if TYPE_CHECKING:
+    from sidecar.telemetry import Telemetry
 
 log = structlog.get_logger("sidecar.tail")
 
@@ -35,6 +47,10 @@ FINGERPRINT_BYTES = 1024
 RECONCILE_SECONDS = 1.0
 POLL_SECONDS = 0.25
 ROTATE_WAIT_SECONDS = 5.0
+# a file read to its end and silent this long gives its descriptor back; reopened when it changes
+IDLE_CLOSE_SECONDS = 30.0
+FD_RESERVE = 128  # descriptors left for sockets, the store, watches, stops
+ERROR_BACKOFF = (1.0, 30.0)  # seconds the thread waits after an unexpected error, doubling
 # when the job's process is known (a pid file, process_match): its exit ends the job. A job whose
 # files grow is alive; one idle this long is asked about, at growing intervals up to the max
 EXIT_SETTLE_SECONDS = 2.0
@@ -61,6 +77,22 @@ def same_file(fd: int, size: int, stored: str) -> bool:
     return fingerprint(fd, int(n_text)) == stored
 
 
+def tail_fingerprint(fd: int, offset: int) -> str:
+    """The hash of the (up to) 1 KiB just before `offset`: with the head's fingerprint, what
+    tells a file rewritten in place (same inode, same banner, as long again) from the one whose
+    offset was stored."""
+    start = max(0, offset - FINGERPRINT_BYTES)
+    return hashlib.sha256(os.pread(fd, offset - start, start)).hexdigest()[:32]
+
+
+def open_limit() -> int:
+    """How many log files may be open at once: the descriptor limit less a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, int(soft) - FD_RESERVE)
+
+
 @dataclass(frozen=True, slots=True)
 class JobName:
     """The tuning job and job a file belongs to."""
@@ -70,12 +102,13 @@ class JobName:
 
 
 def job_for_path(
-    path: str, source: Source, default_tuning_job: str
+    path: str, source: Source, default_tuning_job: str, *, timeout: float = 1.0
 ) -> tuple[JobName, dict[str, str]] | None:
     """A file's job from its path — `job_regex` groups, else the `job` template ({stem} {name}
-    {parent}) — and the regex's other groups, which stop templates may use (`{namespace}`)."""
+    {parent}) — and the regex's other groups, which stop templates may use (`{namespace}`).
+    None when `job_regex` does not match; TimeoutError when it runs past `timeout`."""
     if source.job_regex is not None:
-        match = regex.search(source.job_regex, path, timeout=1.0)
+        match = regex.search(source.job_regex, path, timeout=timeout)
         if match is None or not match.group("job"):
             return None
         groups = {k: v for k, v in match.groupdict().items() if v is not None}
@@ -88,12 +121,12 @@ def job_for_path(
 
 @dataclass(slots=True)
 class TailedFile:
-    """One open file being followed."""
+    """One file being followed (its descriptor closed while it is idle)."""
 
     key: str
     path: str
     name: JobName
-    fd: int
+    fd: int | None
     fmt: Format
     decoder: Decoder | None  # None until the format of an `auto` file can be detected
     position: int  # bytes read so far (the decoder may hold an incomplete line of them)
@@ -106,6 +139,7 @@ class TailedFile:
     # (size, mtime_ns, ctime_ns) when last read to EOF: the reconcile skips a file still so
     seen: tuple[int, int, int] | None = None
     fresh: bool = False  # read from its start, not resumed: its first lines start a run
+    failing: bool = False  # reading it raised: logged once, tried again at the reconcile
 
 
 @dataclass(slots=True)
@@ -119,6 +153,8 @@ class ProbeState:
 
 class FileTailer:
     """Follows the files of `sources`; one thread, woken by a Waker, reconciling every second."""
+
+    name = "files"
 
     def __init__(
         self,
@@ -134,6 +170,9 @@ class FileTailer:
         watch: bool = True,
         clock: Callable[[], float] = time.monotonic,
         probe: Probe | None = None,
+        regex_timeout: float = 1.0,
+        telemetry: Telemetry | None = None,
+        max_open: int | None = None,
     ) -> None:
         self.sources = list(sources)
         self.node = node
@@ -144,6 +183,9 @@ class FileTailer:
         self.idle_timeout = idle_timeout
         self.waker = waker or Waker()
         self.clock = clock
+        self.regex_timeout = regex_timeout
+        self.telemetry = telemetry
+        self.max_open = max_open if max_open is not None else open_limit()
         self.files: dict[str, TailedFile] = {}
         patterns = [s.path for s in self.sources if s.path is not None]
         self.watcher = Watcher(self.waker, patterns) if watch else None
@@ -154,6 +196,8 @@ class FileTailer:
         self.probe = probe
         self._probes: dict[JobName, ProbeState] = {}
         self._exit_reported: set[JobName] = set()
+        self._skipped: set[str] = set()  # paths a job_regex could not name (logged once each)
+        self._open_failed: dict[str, str] = {}  # path -> why it could not be opened, this scan
         self.unreadable: str | None = None  # why some matched files cannot be followed now
         self.running = False
 
@@ -161,12 +205,10 @@ class FileTailer:
     def start(self) -> None:
         if self.watcher is not None:
             self.watcher.start()
-        self.scan()  # files already there are read first, in a stable order
+        self._guarded(self.scan)  # files already there are read first, in a stable order
         self._thread = threading.Thread(target=self._loop, name="tailer", daemon=True)
         self.running = True
         self._thread.start()
-
-    name = "files"
 
     def stop(self, deadline: float | None = None) -> bool:
         """Stop reading by `deadline` (monotonic seconds; None: however long it takes); what
@@ -180,40 +222,68 @@ class FileTailer:
         if self.watcher is not None:
             self.watcher.stop()
         for tailed in self.files.values():
-            os.close(tailed.fd)
+            self._close(tailed)
         self.files.clear()
         self.running = False
         return True
 
+    def _guarded(self, step: Callable[..., None], *args: Any) -> bool:
+        """Run one step; an unexpected error is logged and reported (not ready), never fatal."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("tailer_error")
+            self.running = False
+            return False
+        return True
+
     def _loop(self) -> None:
         next_reconcile = self.clock() + RECONCILE_SECONDS
-        try:
-            while not self._stop.is_set():
-                polling = self.watcher is None or self.watcher.polling
-                timeout = POLL_SECONDS if polling else max(0.0, next_reconcile - self.clock())
-                paths, rescan = self.waker.wait(timeout)
-                if self._stop.is_set():
-                    break
-                now = self.clock()
-                if polling or now >= next_reconcile:
-                    next_reconcile = now + RECONCILE_SECONDS
-                    if self.watcher is not None:
-                        self.watcher.schedule_missing()
-                    self.scan()
-                    self._check_idle(now)
-                    self._check_exits(now)
-                elif rescan:
-                    self.scan()
-                else:
-                    for tailed in list(self.files.values()):
-                        if tailed.path in paths:
-                            self.read(tailed)
-        except Exception:
-            log.exception("tailer_crashed")
-            self.running = False
-            raise
+        delay = ERROR_BACKOFF[0]
+        while not self._stop.is_set():
+            polling = self.watcher is None or self.watcher.polling
+            timeout = POLL_SECONDS if polling else max(0.0, next_reconcile - self.clock())
+            paths, rescan = self.waker.wait(timeout)
+            if self._stop.is_set():
+                break
+            now = self.clock()
+            reconcile = polling or now >= next_reconcile
+            if reconcile:
+                next_reconcile = now + RECONCILE_SECONDS
+
+            if self._guarded(self._step, now, reconcile, rescan, paths):
+                self.running = True
+                delay = ERROR_BACKOFF[0]
+            else:  # restarted after a pause: /readyz says not ready meanwhile
+                self._stop.wait(delay)
+                delay = min(delay * 2, ERROR_BACKOFF[1])
+
+    def _step(self, now: float, reconcile: bool, rescan: bool, paths: set[str]) -> None:
+        """One wake-up: the reconcile (every second), a rescan (files came or went), or just
+        the files an event named."""
+        if reconcile:
+            if self.watcher is not None:
+                self.watcher.schedule_missing()
+            self.scan()
+            self._check_idle(now)
+            self._check_exits(now)
+        elif rescan:
+            self.scan()
+        else:
+            for tailed in list(self.files.values()):
+                if tailed.path in paths:
+                    self.read(tailed)
 
     # scanning ------------------------------------------------------------------------------
+    def _count(self, what: str, reason: str | None = None, n: int = 1) -> None:
+        t = self.telemetry
+        if t is None or not n:
+            return
+        if what == "skipped":
+            t.files_skipped.labels(reason or "other").inc(n)
+        elif what == "open_failed":
+            t.open_failures.inc(n)
+
     def scan(self) -> None:
         """Match the globs; drain files that went away, then open new ones, then read all."""
         found: dict[str, tuple[str, Source]] = {}
@@ -221,7 +291,12 @@ class FileTailer:
         for source in self.sources:
             if source.path is None:
                 continue
-            for path in expand(source.path):
+            expansion = expand(source.path)
+            self._count("skipped", "directory_loop", expansion.loops)
+            if expansion.truncated:
+                self._count("skipped", "scan_limit")
+                log.warning("scan_truncated", glob=source.path)
+            for path in expansion.paths:
                 try:
                     st = os.stat(path)
                 except OSError:
@@ -239,12 +314,17 @@ class FileTailer:
                 tailed.orphaned_at = None
                 tailed.path = found[key][0]
                 continue
-            self.read(tailed)
+            if tailed.fd is not None:
+                self.read(tailed)
             if tailed.orphaned_at is None:
                 tailed.orphaned_at = now
-            deleted = os.fstat(tailed.fd).st_nlink == 0
+            if tailed.fd is not None:
+                deleted = os.fstat(tailed.fd).st_nlink == 0
+            else:  # closed while idle, read to its end: gone from its path
+                deleted = not os.path.lexists(tailed.path)
             if deleted or now - tailed.orphaned_at >= ROTATE_WAIT_SECONDS:
                 self._forget(tailed, now, deleted=deleted)
+        self._open_failed = {}
         for key, (path, source) in found.items():
             if key not in self.files:
                 self._open(key, path, source, now)
@@ -255,6 +335,8 @@ class FileTailer:
                 known.st_mtime_ns,
                 known.st_ctime_ns,
             ):
+                if tailed.fd is not None and now - tailed.last_growth >= IDLE_CLOSE_SECONDS:
+                    self._close(tailed)  # read to its end and idle: its descriptor goes back
                 continue  # unchanged since it was read to EOF
             self.read(tailed)
         for name, since in list(self._ended.items()):
@@ -263,23 +345,92 @@ class FileTailer:
             elif now - since >= ROTATE_WAIT_SECONDS:
                 del self._ended[name]
                 self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "file deleted"))
+        self._report_open_files()
+
+    def _report_open_files(self) -> None:
+        open_now = sum(1 for f in self.files.values() if f.fd is not None)
+        if self.telemetry is not None:
+            self.telemetry.open_files.set(open_now)
+        if self._open_failed:
+            reasons = sorted(set(self._open_failed.values()))
+            self.unreadable = (
+                f"{len(self._open_failed)} matched file(s) cannot be opened ({', '.join(reasons)})"
+            )
+        else:
+            self.unreadable = None
+
+    def _name(self, path: str, source: Source) -> tuple[JobName, dict[str, str]] | None:
+        """A file's job, or None (skipped, counted, logged once) when `job_regex` cannot say."""
+        try:
+            found = job_for_path(path, source, self.tuning_job, timeout=self.regex_timeout)
+        except TimeoutError:
+            reason = "job_regex_timeout"
+            found = None
+        else:
+            reason = "no_job"
+        if found is None and path not in self._skipped:
+            self._skipped.add(path)
+            self._count("skipped", reason)
+            log.warning(
+                "file_skipped",
+                path=path,
+                reason=reason,
+                hint="sources[].job_regex ran past regex_timeout_seconds on this path"
+                if reason == "job_regex_timeout"
+                else "sources[].job_regex does not match this path (no `job` group)",
+            )
+        return found
+
+    def _open_fd(self, path: str) -> int | None:
+        """A descriptor for `path`, within the budget (idle files give theirs back first)."""
+        self._make_room()
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            reason = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            if path not in self._open_failed:
+                self._count("open_failed")
+                if not any(p == path for p in self._open_failed):
+                    log.warning("open_failed", path=path, error=exc.strerror, errno=reason)
+            self._open_failed[path] = reason
+            return None
+
+    def _make_room(self) -> None:
+        """Close the longest-idle files read to their end while the budget is used up."""
+        open_files = [f for f in self.files.values() if f.fd is not None]
+        if len(open_files) < self.max_open:
+            return
+        idle = sorted((f for f in open_files if f.seen is not None), key=lambda f: f.last_growth)
+        for tailed in idle[: len(open_files) - self.max_open + 1]:
+            self._close(tailed)
+
+    def _close(self, tailed: TailedFile) -> None:
+        if tailed.fd is not None:
+            os.close(tailed.fd)
+            tailed.fd = None
 
     def _open(self, key: str, path: str, source: Source, now: float) -> None:
-        found = job_for_path(path, source, self.tuning_job)
+        found = self._name(path, source)
         if found is None:
             return
         name, labels = found
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            log.warning("open_failed", path=path, error=exc.strerror)
+        fd = self._open_fd(path)
+        if fd is None:
             return
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if f"{st.st_dev}:{st.st_ino}" != key:  # replaced between the scan and the open
+            os.close(fd)
+            return
+        size = st.st_size
         stored = self.offsets.pop(key, None)
         position, resume, fresh = 0, {}, True
         if stored is not None and stored.offset <= size and same_file(fd, size, stored.fingerprint):
-            position, fresh = stored.offset, False
-            resume = json.loads(stored.state or "{}")
+            state = json.loads(stored.state or "{}")
+            tail = state.get("tail")
+            if tail is None or tail == tail_fingerprint(fd, stored.offset):
+                position, fresh, resume = stored.offset, False, state
+            else:  # same inode and first bytes, other content: rewritten while we were down
+                log.info("file_rewritten", path=path, job=name.job, offset=stored.offset)
         tailed = TailedFile(
             key=key,
             path=path,
@@ -305,9 +456,23 @@ class FileTailer:
             self._send(tailed, [], time.monotonic())
         log.debug("file_opened", path=path, job=name.job, offset=position)
 
+    def _reopen(self, tailed: TailedFile) -> bool:
+        """Open an idle file's path again: only if it is still the same file (inode and first
+        bytes); otherwise the scan will find what is there now."""
+        fd = self._open_fd(tailed.path)
+        if fd is None:
+            return False
+        st = os.fstat(fd)
+        if f"{st.st_dev}:{st.st_ino}" != tailed.key:
+            os.close(fd)
+            return False
+        tailed.fd = fd
+        return True
+
     def _make_decoder(self, tailed: TailedFile) -> None:
         fmt = tailed.fmt
         if fmt == "auto":
+            assert tailed.fd is not None
             head = os.pread(tailed.fd, 64 * 1024, 0)
             if b"\n" not in head and len(head) < 64 * 1024:
                 return  # not one complete line yet: decide when there is
@@ -318,23 +483,32 @@ class FileTailer:
         )
 
     def _forget(self, tailed: TailedFile, now: float, *, deleted: bool) -> None:
-        os.close(tailed.fd)
+        self._close(tailed)
         del self.files[tailed.key]
         if deleted and not any(f.name == tailed.name for f in self.files.values()):
             self._ended[tailed.name] = now
 
     # reading -------------------------------------------------------------------------------
     def read(self, tailed: TailedFile) -> None:
-        """Read one file to EOF and hand on its complete lines.
-
-        A size below what was read means copytruncate. So does a changed fingerprint: a file
-        truncated and regrown past the old size between two reads shows no shrink, only other
-        first bytes; checking costs one pread of at most 1 KiB per read.
-        """
+        """Read one file to EOF and hand on its complete lines; an error in it is its own
+        (logged once, counted, tried again at the next reconcile)."""
         try:
-            st = os.fstat(tailed.fd)
-        except OSError:
+            self._read(tailed)
+        except OSError as exc:
+            if not tailed.failing:
+                log.warning("read_failed", path=tailed.path, error=str(exc))
+            tailed.failing = True
+        else:
+            tailed.failing = False
+
+    def _read(self, tailed: TailedFile) -> None:
+        """A size below what was read means copytruncate. So does a changed fingerprint: a file
+        truncated and regrown past the old size between two reads shows no shrink, only other
+        first bytes; checking costs one pread of at most 1 KiB per read."""
+        if tailed.fd is None and not self._reopen(tailed):
             return
+        assert tailed.fd is not None
+        st = os.fstat(tailed.fd)
         if st.st_size < tailed.position or (
             tailed.position and not same_file(tailed.fd, st.st_size, tailed.fingerprint)
         ):
@@ -362,10 +536,12 @@ class FileTailer:
 
     def _send(self, tailed: TailedFile, lines: list[bytes], read_at: float) -> None:
         decoder = tailed.decoder
-        assert decoder is not None
+        assert decoder is not None and tailed.fd is not None
         if not lines and decoder.offset == tailed.sent_offset:
             return
         state: dict[str, Any] = {"format": tailed.fmt, **decoder.state()}
+        if decoder.offset:
+            state["tail"] = tail_fingerprint(tailed.fd, decoder.offset)
         position = FilePosition(
             node=self.node,
             file_key=tailed.key,
@@ -400,6 +576,7 @@ class FileTailer:
 
     def _restart(self, tailed: TailedFile, size: int) -> None:
         """copytruncate, or a file rewritten in place: read it again from the start."""
+        assert tailed.fd is not None
         log.info(
             "file_truncated", path=tailed.path, job=tailed.name.job, was=tailed.position, size=size
         )

@@ -131,6 +131,23 @@ class Telemetry:
             "Metric names past max_metric_series, counted under the label value `other`.",
             registry=r,
         )
+        self.open_files = Gauge(
+            "early_stopping_open_files",
+            "Log files held open now (idle ones are closed and reopened when they change).",
+            registry=r,
+        )
+        self.open_failures = Counter(
+            "early_stopping_open_failures",
+            "Attempts to open a matched log file that failed (EMFILE, EACCES, ...).",
+            registry=r,
+        )
+        self.files_skipped = Counter(
+            "early_stopping_files_skipped",
+            "Matched paths not followed, by reason (job_regex_timeout, no_job, directory_loop, "
+            "scan_limit).",
+            ["reason"],
+            registry=r,
+        )
         self.job_reruns = Counter(
             "early_stopping_job_reruns",
             "Jobs whose log started again from nothing after they had ended (each a new attempt).",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import threading
 from collections.abc import Iterable
@@ -169,8 +168,3 @@ class Watcher:
         if observer is not None:
             observer.stop()  # type: ignore[attr-defined]
             observer.join(timeout=5)  # type: ignore[attr-defined]
-
-
-def expand(pattern: str) -> list[str]:
-    """Paths matching a glob (`**` spans directories), sorted for a stable launch order."""
-    return sorted(glob.glob(pattern, recursive=True))

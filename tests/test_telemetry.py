@@ -163,6 +163,9 @@ class TestTelemetry:
             "early_stopping_job_reruns": "counter",
             "early_stopping_store_rejected_batches": "counter",
             "early_stopping_metric_series_folded": "counter",
+            "early_stopping_open_files": "gauge",
+            "early_stopping_open_failures": "counter",
+            "early_stopping_files_skipped": "counter",
         }
 
     def test_stop_failures_start_at_zero_for_every_backend(self) -> None:
