@@ -12,6 +12,7 @@ from sidecar.formats import Format
 from sidecar.logfile import FileStats, read_lines
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor
+from sidecar.report import printable
 
 SHOWN = 5
 
@@ -183,4 +184,4 @@ def render(report: CheckReport, *, header: str) -> str:
         lines += [f"  ! {w}" for w in report.warnings]
     else:
         lines.append("no problems found")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)

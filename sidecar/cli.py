@@ -178,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from sidecar.replay import replay
-    from sidecar.report import jobs_table
+    from sidecar.report import jobs_table, printable
 
     config = read_runnable_config(args.config)
     if args.plot:
@@ -198,7 +198,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if empty:  # on stderr: stdout stays the table or the JSON document
         print(
             f"sidecar: warning: no {config.objective.metric!r} values in {len(empty)} log(s): "
-            f"{', '.join(empty)} (`sidecar check -c CONFIG LOG` shows what each definition "
+            f"{printable(', '.join(empty))} (`sidecar check -c CONFIG LOG` shows what each definition "
             "matches)",
             file=sys.stderr,
         )

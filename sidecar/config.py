@@ -759,6 +759,26 @@ def config_warnings(config: Config) -> list[str]:
     return warnings
 
 
+# placeholders whose values are paths by design: the others are names and may not be one
+PATH_VALUED = frozenset({"log_dir", "log_path"})
+
+
+def render_path(template: str, values: Mapping[str, str]) -> str:
+    """`render_template` for a file path (a pid file, a marker): a placeholder never adds a
+    `/`, `.` or `..` (a job named `..` must not write outside the markers directory).
+    ValueError names the placeholder."""
+    for name in placeholders(template):
+        value = values.get(name)
+        if value is None or name in PATH_VALUED:
+            continue
+        if "/" in value or "\0" in value or value in (".", ".."):
+            raise ValueError(
+                f"{{{name}}} is {value!r}, which would make {template!r} a path outside its "
+                "folder: refused"
+            )
+    return render_template(template, values)
+
+
 def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
     name) is left exactly as it is."""

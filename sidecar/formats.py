@@ -87,36 +87,58 @@ class PlainDecoder:
 
 
 class _Joiner:
-    """Per-stream continuation buffers, bounded by `max_line_bytes` (what is past it is dropped)."""
+    """Per-stream continuation buffers, bounded by `max_line_bytes`.
 
-    def __init__(self, max_line_bytes: int, pending: Mapping[str, str] | None = None) -> None:
+    A logical line that grows past the bound (CRI `P` chunks that never get their `F`) is cut
+    there and handed on at once, counted; its further chunks are dropped until its end. So the
+    pending state a restart needs never holds more than one bounded partial line per stream,
+    however long the line goes on."""
+
+    def __init__(
+        self,
+        max_line_bytes: int,
+        pending: Mapping[str, str] | None = None,
+        dropping: list[str] | None = None,
+    ) -> None:
         self.max_line_bytes = max_line_bytes
         self.truncated = 0
         self._parts: dict[str, bytes] = {
             stream: base64.b64decode(text) for stream, text in (pending or {}).items()
         }
-        self._over: set[str] = set()
+        self._dropping: set[str] = set(dropping or ())
 
     def add(self, stream: str, chunk: bytes, *, final: bool) -> LogicalLine | None:
+        if stream in self._dropping:  # the rest of a line already cut and handed on
+            if final:
+                self._dropping.discard(stream)
+            return None
         joined = self._parts.pop(stream, b"") + chunk
         if len(joined) > self.max_line_bytes:
-            joined = joined[: self.max_line_bytes]
-            self._over.add(stream)
+            self.truncated += 1
+            if not final:
+                self._dropping.add(stream)
+            return LogicalLine(stream, joined[: self.max_line_bytes])
         if not final:
             self._parts[stream] = joined
             return None
-        if stream in self._over:
-            self._over.discard(stream)
-            self.truncated += 1
         return LogicalLine(stream, joined)
 
     def flush(self) -> list[LogicalLine]:
         out = [LogicalLine(s, b) for s, b in self._parts.items()]
         self._parts.clear()
+        self._dropping.clear()
         return out
 
-    def state(self) -> dict[str, str]:
-        return {s: base64.b64encode(b).decode("ascii") for s, b in self._parts.items()}
+    def state(self) -> dict[str, Any]:
+        """`pending` partial lines (base64) and the streams whose line is being dropped."""
+        doc: dict[str, Any] = {}
+        if self._parts:
+            doc["pending"] = {
+                s: base64.b64encode(b).decode("ascii") for s, b in self._parts.items()
+            }
+        if self._dropping:
+            doc["dropping"] = sorted(self._dropping)
+        return doc
 
 
 class _RecordDecoder:
@@ -157,8 +179,7 @@ class _RecordDecoder:
         return [line.raw for line in self.finish()]
 
     def state(self) -> dict[str, Any]:
-        pending = self._join.state()
-        return {"pending": pending} if pending else {}
+        return self._join.state()
 
 
 class DockerJsonDecoder(_RecordDecoder):
@@ -175,7 +196,9 @@ class DockerJsonDecoder(_RecordDecoder):
     ) -> None:
         # a record carries JSON escapes and metadata besides the text: allow it some room
         self._split = LineSplitter(max_line_bytes * 2 + 4096, offset)
-        self._join = _Joiner(max_line_bytes, (state or {}).get("pending"))
+        self._join = _Joiner(
+            max_line_bytes, (state or {}).get("pending"), (state or {}).get("dropping")
+        )
         self.errors = 0
 
     def _record(self, record: bytes, out: list[LogicalLine]) -> None:
@@ -212,7 +235,9 @@ class CriDecoder(_RecordDecoder):
         self, max_line_bytes: int, *, offset: int = 0, state: Mapping[str, Any] | None = None
     ) -> None:
         self._split = LineSplitter(max_line_bytes + 256, offset)
-        self._join = _Joiner(max_line_bytes, (state or {}).get("pending"))
+        self._join = _Joiner(
+            max_line_bytes, (state or {}).get("pending"), (state or {}).get("dropping")
+        )
         self.errors = 0
 
     def _record(self, record: bytes, out: list[LogicalLine]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -53,9 +54,29 @@ def _fmt_evidence(value: float | None) -> str:
     return "non-finite" if value is None else f"{value:.6g}"
 
 
+# bidirectional overrides and isolates: they reorder what follows them on a terminal
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal: control characters (ESC and the rest of C0 and C1,
+    DEL, bidirectional overrides) as escapes. Job and metric names come from log files and
+    paths: `\x1b]0;...` in one must not retitle, recolour or rewrite the user's terminal."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch in _BIDI or unicodedata.category(ch) == "Cc":
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A plain aligned text table."""
-    body = [list(map(str, r)) for r in rows]
+    """A plain aligned text table (cells made printable)."""
+    body = [[printable(str(c)) for c in r] for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]

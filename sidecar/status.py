@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.report import job_doc, jobs_table, objective_doc, values_doc
+from sidecar.report import job_doc, jobs_table, objective_doc, printable, values_doc
 from sidecar.store import Store
 
 
@@ -47,13 +47,13 @@ def status_text(document: dict[str, Any]) -> str:
             counts[job["status"]] = counts.get(job["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no jobs"
         text = (
-            f"tuning job {tj['name']}: objective {objective['metric']} ({objective['type']}); "
-            f"{summary}\n" + jobs_table(tj["jobs"])
+            f"tuning job {printable(tj['name'])}: objective {printable(objective['metric'])} "
+            f"({objective['type']}); {summary}\n" + jobs_table(tj["jobs"])
         )
         series = [(job["job"], job["values"]) for job in tj["jobs"] if "values" in job]
         for name, values in series:  # under --values: every metric's series, epoch=value
             for metric, points in sorted(values.items()):
                 shown = " ".join(f"{e}={'nan' if v is None else f'{v:g}'}" for e, v in points)
-                text += f"\n  {name} {metric}: {shown}"
+                text += f"\n  {printable(name)} {printable(metric)}: {shown}"
         parts.append(text)
     return "\n\n".join(parts)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from sidecar.config import render_template
+from sidecar.config import render_path
 from sidecar.model import Decision
 
 log = structlog.get_logger("sidecar.stop")
@@ -124,8 +124,9 @@ def template_context(
 
 
 def write_marker(template: str, request: StopRequest) -> Path:
-    """Write the decision evidence as JSON to the marker file, atomically."""
-    path = Path(render_template(template, request.context))
+    """Write the decision evidence as JSON to the marker file, atomically; ValueError when a
+    placeholder would lead the path out of its folder."""
+    path = Path(render_path(template, request.context))
     decision = request.decision
     doc: dict[str, Any] = {
         "tuning_job": decision.tuning_job,
@@ -239,7 +240,7 @@ class StopDispatcher:
         if self.marker:
             try:
                 write_marker(self.marker, request)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 log.warning("stop_marker_failed", job=request.decision.job, error=str(exc))
         delay = self.backoff
         error: Exception | None = None

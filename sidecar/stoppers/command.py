@@ -29,10 +29,26 @@ class CommandStopper:
         self.timeout = timeout
 
     def render(self, request: StopRequest) -> list[str]:
-        """The argv for a request: each placeholder fills one argument, argv[0] stays fixed."""
+        """The argv for a request: each placeholder fills one argument, argv[0] stays fixed.
+
+        An argument that a placeholder would make start with `-` (a log file named
+        `--all.log`) is refused: the program would read it as an option (`kubectl delete pod
+        --all`). After a `--` argument the program reads no more options, so it is allowed."""
         # a job name with `;`, spaces or quotes stays one literal argument, and the program is
         # the config's: nothing from a log line chooses what runs
-        return [self.argv[0], *(render_template(a, request.context) for a in self.argv[1:])]
+        argv = [self.argv[0]]
+        options_end = False
+        for i, template in enumerate(self.argv[1:], start=1):
+            value = render_template(template, request.context)
+            if not options_end and value.startswith("-") and not template.startswith("-"):
+                raise PermanentStopError(
+                    f"stop.command.argv[{i}] ({template!r}) would be {value!r}, which the "
+                    "program would read as an option: refused; put '--' before positional "
+                    "arguments where the program allows it"
+                )
+            options_end = options_end or template == "--"
+            argv.append(value)
+        return argv
 
     def probe(self, context: dict[str, str]) -> bool | None:
         """A command cannot tell whether the job still runs."""
@@ -40,7 +56,7 @@ class CommandStopper:
         return None
 
     def stop(self, request: StopRequest) -> StopResult:
-        argv = self.render(request)
+        argv = self.render(request)  # PermanentStopError when a value would be an option
         with tempfile.TemporaryFile() as stderr:
             try:
                 proc = subprocess.Popen(

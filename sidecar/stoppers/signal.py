@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 import regex
 import structlog
 
-from sidecar.config import render_template
+from sidecar.config import render_path, render_template
 from sidecar.stoppers import (
     PermanentStopError,
     StopError,
@@ -61,7 +61,10 @@ def pid_file_resolver(template: str, *, match: str | None = None) -> Resolver:
     `process_match` template) the process must also still have a matching command line."""
 
     def resolve(context: Context, table: ProcessTable) -> list[int]:
-        path = render_template(template, context)
+        try:
+            path = render_path(template, context)
+        except ValueError as exc:
+            raise PermanentStopError(f"stop.signal.pid_file: {exc}") from None
         try:
             with open(path, "rb") as handle:
                 written = os.fstat(handle.fileno()).st_mtime
