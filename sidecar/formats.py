@@ -107,14 +107,18 @@ class _Joiner:
         }
         self._dropping: set[str] = set(dropping or ())
 
-    def add(self, stream: str, chunk: bytes, *, final: bool) -> LogicalLine | None:
+    def add(
+        self, stream: str, chunk: bytes, *, final: bool, counted: bool = False
+    ) -> LogicalLine | None:
+        """`counted`: the record was already cut (and counted) as a physical line."""
         if stream in self._dropping:  # the rest of a line already cut and handed on
             if final:
                 self._dropping.discard(stream)
             return None
         joined = self._parts.pop(stream, b"") + chunk
         if len(joined) > self.max_line_bytes:
-            self.truncated += 1
+            if not counted:
+                self.truncated += 1
             if not final:
                 self._dropping.add(stream)
             return LogicalLine(stream, joined[: self.max_line_bytes])
@@ -253,7 +257,8 @@ class CriDecoder(_RecordDecoder):
         else:  # no tag field: the rest is the text of a full line
             final = True
             text = record.split(b" ", 2)[2]
-        line = self._join.add(stream, text, final=final)
+        cut = len(record) >= self._split.max_line_bytes  # the splitter cut and counted it
+        line = self._join.add(stream, text, final=final, counted=cut)
         if line is not None:
             out.append(line)
 

@@ -72,6 +72,7 @@ class FilePosition:
     truncated: int = 0  # the decoder's running counts, for telemetry
     bad_records: int = 0
     fresh: bool = False  # the file is read from its start, not resumed: a new or truncated file
+    rewritten: bool = False  # found rewritten in place while the sidecar was down: a new run
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,14 +195,22 @@ class Pipeline:
             )
 
     def job_key(
-        self, tuning_job: str, name: str, *, fresh: bool, resume: dict[str, object] | None = None
+        self,
+        tuning_job: str,
+        name: str,
+        *,
+        fresh: bool,
+        resume: dict[str, object] | None = None,
+        rewritten: bool = False,
     ) -> str:
         """The job a source's lines for `name` belong to.
 
         A log that starts from nothing (`fresh`: a new file or one truncated, a new container,
         a new `exec`) for a job that has ended is a rerun under the same name: a new attempt,
-        `name~2`, `name~3`, ..., launched now, with a history of its own. Reruns are counted and
-        each one logged. After a restart the attempt a file fed is in its stored state."""
+        `name~2`, `name~3`, ..., launched now, with a history of its own. So is a log found
+        `rewritten` in place while the sidecar was down, whatever its job's last status: its
+        series must not mix two runs. Reruns are counted and each one logged. After a restart
+        the attempt a file fed is in its stored state."""
         stored_key = (resume or {}).get("job")
         if isinstance(stored_key, str) and stored_key:
             self.current[(tuning_job, name)] = stored_key
@@ -212,7 +220,7 @@ class Pipeline:
             return key
         engine = self.engine(tuning_job)
         state = engine.jobs.get(key)
-        if state is None or state.status is JobStatus.RUNNING:
+        if state is None or (state.status is JobStatus.RUNNING and not rewritten):
             return key
         attempt = 2
         while f"{name}{ATTEMPT_SEPARATOR}{attempt}" in engine.jobs:
@@ -336,6 +344,7 @@ class Pipeline:
             name,
             fresh=bool(chunk.lines) and position is not None and position.fresh,
             resume=resume,
+            rewritten=bool(chunk.lines) and position is not None and position.rewritten,
         )
         runtime = self.register(
             chunk.tuning_job, job, log_path=chunk.log_path, resume=resume, name=name

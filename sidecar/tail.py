@@ -139,6 +139,7 @@ class TailedFile:
     # (size, mtime_ns, ctime_ns) when last read to EOF: the reconcile skips a file still so
     seen: tuple[int, int, int] | None = None
     fresh: bool = False  # read from its start, not resumed: its first lines start a run
+    rewritten: bool = False  # its stored offset no longer fits its content: another run's log
     failing: bool = False  # reading it raised: logged once, tried again at the reconcile
 
 
@@ -423,13 +424,14 @@ class FileTailer:
             return
         size = st.st_size
         stored = self.offsets.pop(key, None)
-        position, resume, fresh = 0, {}, True
+        position, resume, fresh, rewritten = 0, {}, True, False
         if stored is not None and stored.offset <= size and same_file(fd, size, stored.fingerprint):
             state = json.loads(stored.state or "{}")
             tail = state.get("tail")
             if tail is None or tail == tail_fingerprint(fd, stored.offset):
                 position, fresh, resume = stored.offset, False, state
             else:  # same inode and first bytes, other content: rewritten while we were down
+                rewritten = True
                 log.info("file_rewritten", path=path, job=name.job, offset=stored.offset)
         tailed = TailedFile(
             key=key,
@@ -444,6 +446,7 @@ class FileTailer:
             resume=resume,
             last_growth=now,
             fresh=fresh,
+            rewritten=rewritten,
         )
         if resume.get("format"):
             tailed.fmt = resume["format"]
@@ -455,6 +458,9 @@ class FileTailer:
             # so the job's end settles them
             self._send(tailed, [], time.monotonic())
         log.debug("file_opened", path=path, job=name.job, offset=position)
+        # read at once, in the scan's (stable) order: a file read to its end can give its
+        # descriptor back when the budget is used up, so any number of files gets read
+        self.read(tailed)
 
     def _reopen(self, tailed: TailedFile) -> bool:
         """Open an idle file's path again: only if it is still the same file (inode and first
@@ -553,9 +559,10 @@ class FileTailer:
             truncated=decoder.truncated,
             bad_records=decoder.errors,
             fresh=tailed.fresh,
+            rewritten=tailed.rewritten,
         )
         if lines:
-            tailed.fresh = False
+            tailed.fresh = tailed.rewritten = False
         tailed.resume = {}
         tailed.sent_offset = decoder.offset
         self._idle_reported.discard(tailed.name)

@@ -83,7 +83,12 @@ def directories(root: str, recursive: bool) -> int:
     """The directories a watch of `root` covers: itself, and with `recursive` all below it."""
     if not recursive:
         return 1
-    return 1 + sum(len(dirs) for _root, dirs, _files in os.walk(root))
+    # os.walk lists a symlink to a folder among the folders but does not enter it, and neither
+    # does the inotify watch: links are not counted
+    return 1 + sum(
+        sum(1 for d in dirs if not os.path.islink(os.path.join(base, d)))
+        for base, dirs, _files in os.walk(root)
+    )
 
 
 class Watcher:

@@ -414,3 +414,36 @@ def test_replay_detects_container_log_formats(
     assert json.loads(forced.stdout) != json.loads(
         result.stdout
     )  # read as plain text, the JSON quoting differs
+
+
+class TestTerminalSafety:
+    def test_control_characters_in_job_names_are_escaped_in_status(
+        self, run_cli: Run, tmp_path: Path
+    ) -> None:
+        """A job named after a log file with ESC sequences in its name: `status` and `replay`
+        print them escaped, never raw (they would retitle or recolour the terminal)."""
+        hostile = "j\x1b]0;pwned\x07\x1b[31m"
+        log = tmp_path / f"{hostile}.log"
+        log.write_text("val_loss=0.5\n")
+        store = tmp_path / "h.db"
+        result = run_cli(
+            "replay", "-c", QUICKSTART / "config.yaml", "--store", f"sqlite://{store}", log
+        )
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\\x1b]0;pwned" in result.stdout
+        result = run_cli("status", "--store", f"sqlite://{store}")
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert "\\x1b[31m" in result.stdout
+
+    def test_check_warns_about_a_shell_as_the_command(
+        self, run_cli: Run, write_config: Callable[[str], Path]
+    ) -> None:
+        """`command: {argv: [sh, -c, 'kill {job}']}` is valid but makes a job name shell code."""
+        config = write_config(
+            "objective: {metric: loss}\n"
+            "metric_definitions: [{Name: loss, Regex: 'loss=([0-9.]+)'}]\n"
+            "stop: {backend: command, command: {argv: [sh, -c, 'kill {job}']}}\n"
+        )
+        result = run_cli("check", "-c", config)
+        assert "stop.command.argv[0] is a shell ('sh')" in result.stdout

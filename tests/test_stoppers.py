@@ -895,6 +895,23 @@ class TestWriteMarker:
         assert doc["job"] == "job-b" and doc["epoch"] == 3
         assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 
+    @pytest.mark.parametrize("job", ["..", "../../etc", "a/b", "."])
+    def test_a_job_name_never_leads_the_marker_out_of_its_folder(
+        self, tmp_path: Path, job: str
+    ) -> None:
+        """`markers/{job}/decision.json` with job `..` wrote outside the markers folder: a
+        placeholder never adds `/`, `.` or `..` to a path; nothing is written."""
+        markers = tmp_path / "markers"
+        with pytest.raises(ValueError, match="outside its folder"):
+            write_marker(str(markers) + "/{job}/decision.json", request(job))
+        assert not any(tmp_path.rglob("decision.json"))
+
+    def test_a_job_name_never_leads_the_pid_file_out_of_its_folder(self, tmp_path: Path) -> None:
+        """The same for pid files: `../x` is refused permanently, nothing is read or signalled."""
+        stopper = SignalStopper(pid_file_resolver(str(tmp_path / "{job}.pid")), grace_seconds=1)
+        with pytest.raises(PermanentStopError, match="outside its folder"):
+            stopper.stop(request("../x"))
+
     def test_non_finite_values_become_null(self, tmp_path: Path) -> None:
         """JSON has no NaN: a NaN value is written as null, and the file is strict JSON."""
         req = StopRequest(

@@ -109,6 +109,27 @@ class TestArgvTemplates:
         ]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["argv.json", "victim"]
 
+    def test_a_value_that_would_be_an_option_is_refused_and_nothing_runs(
+        self, tmp_path: Path
+    ) -> None:
+        """A log file named `--all.log` makes the job `--all`: `kubectl delete pod {job}` would
+        delete every pod. The argument is refused (permanently) and the command never runs."""
+        out = tmp_path / "argv.json"
+        stopper = CommandStopper([sys.executable, "-c", WRITE_ARGV, str(out), "{job}"], timeout=5)
+        with pytest.raises(PermanentStopError, match=r"argv\[4\].*'--all'.*option"):
+            stopper.stop(request("--all"))
+        assert not out.exists()
+
+    def test_after_a_double_dash_a_leading_dash_is_only_a_name(self, tmp_path: Path) -> None:
+        """`[kubectl, delete, pod, --, '{job}']`: after `--` the program reads no options, so a
+        job named `-x` is passed as the name it is."""
+        out = tmp_path / "argv.json"
+        stopper = CommandStopper(
+            [sys.executable, "-c", WRITE_ARGV, str(out), "--", "{job}"], timeout=5
+        )
+        assert stopper.stop(request("-x")) is StopResult.STOPPED
+        assert json.loads(out.read_text()) == ["--", "-x"]
+
     def test_a_placeholder_inside_a_value_is_not_filled_again(self, tmp_path: Path) -> None:
         """A job named `{tuning_job}` stays `{tuning_job}`: values are inserted once, literally."""
         out = tmp_path / "argv.json"

@@ -26,45 +26,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, skip_or_fail
-from tests.tail_helpers import DaemonProcess, wait_for
+from tests.tail_helpers import DaemonProcess, events, named, sidecar_env, status, wait_for
 
 PYTHON = sys.executable
-
-
-def sidecar_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
-
-
-def events(log: Path) -> list[dict[str, Any]]:
-    """The JSON events a daemon wrote (its stdout and stderr share the file)."""
-    found = []
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            try:
-                found.append(json.loads(line))
-            except ValueError:
-                continue
-    return found
-
-
-def named(log: Path, event: str) -> list[dict[str, Any]]:
-    return [e for e in events(log) if e.get("event") == event]
-
-
-def status(config: Path) -> dict[str, dict[str, Any]]:
-    """`sidecar status -c CONFIG --json`: the config's tuning job's jobs by name."""
-    result = subprocess.run(
-        [PYTHON, "-m", "sidecar", "status", "-c", str(config), "--json"],
-        capture_output=True,
-        text=True,
-        env=sidecar_env(),
-        check=False,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        return {}
-    doc = json.loads(result.stdout)
-    return {j["job"]: j for tj in doc["tuning_jobs"] for j in tj["jobs"]}
 
 
 def sweep_config(tmp: Path, *, extra: str = "") -> Path:

@@ -1,9 +1,10 @@
 """A small HTTP/1.1 server on asyncio: routes to handlers, bounded in every way a client controls.
 
 One event-loop thread holds every connection, so idle or half-open sockets cost no thread: a
-listen backlog of 512, at most `max_connections` at once (more are answered 503 and closed), a
-deadline to send the request head and body, a cap on head and body sizes, and a deadline for
-each write (a client that stops reading is dropped). Handlers that compute (metrics, snapshots)
+listen backlog of 512, at most `max_connections` at once, a deadline to send the request head and
+body, a cap on head and body sizes, and a deadline for each write (a client that stops reading is
+dropped). At the cap, a new connection closes the oldest one still sending its request head
+(hundreds of half-open sockets must not keep a scrape out); only when none is, it is answered 503. Handlers that compute (metrics, snapshots)
 run on a small thread pool so the loop keeps accepting; streaming handlers (Server-Sent Events)
 run on the loop. Every response closes its connection except a stream, which ends when the
 client or the server goes.
@@ -180,13 +181,16 @@ class HttpServer:
         self.max_body = max_body
         self.port = int(sock.getsockname()[1])
         self.connections = 0
-        self.refused = 0  # connections answered 503 because `max_connections` were open
+        self.refused = 0  # connections answered 503 because `max_connections` were busy
+        self.evicted = 0  # half-open connections closed to make room for new ones
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="http-worker")
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # connections still sending their request head, oldest first: what room is made from
+        self._reading: dict[asyncio.Task[None], None] = {}
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -231,10 +235,12 @@ class HttpServer:
             self._tasks.add(task)
         self.connections += 1
         try:
-            if self.connections > self.max_connections:
+            if self.connections > self.max_connections and not self._evict():
                 self.refused += 1
                 await self._send(writer, text(503, "too many connections"))
                 return
+            if task is not None:
+                self._reading[task] = None
             try:
                 request = await asyncio.wait_for(self._read(reader), self.read_timeout)
             except TimeoutError:
@@ -245,6 +251,9 @@ class HttpServer:
                 return
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
+            finally:
+                if task is not None:
+                    self._reading.pop(task, None)
             response = await self._dispatch(request)
             await self._send(writer, response, head_only=request.method == "HEAD")
         except (ConnectionError, TimeoutError, asyncio.CancelledError):
@@ -253,9 +262,19 @@ class HttpServer:
             self.connections -= 1
             if task is not None:
                 self._tasks.discard(task)
+                self._reading.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def _evict(self) -> bool:
+        """Close the oldest connection still sending its head; False when there is none."""
+        for task in self._reading:
+            del self._reading[task]
+            self.evicted += 1
+            task.cancel()
+            return True
+        return False
 
     async def _read(self, reader: asyncio.StreamReader) -> Request:
         try:
