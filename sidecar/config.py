@@ -131,7 +131,15 @@ class MetricDefinition(_Model):
     @classmethod
     def _lower_keys(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            return {str(k).lower() if isinstance(k, str) else k: v for k, v in data.items()}
+            lowered: dict[Any, Any] = {}
+            for k, v in data.items():
+                key = k.lower() if isinstance(k, str) else k
+                if key in lowered:
+                    raise ValueError(
+                        f"the key {k!r} is given twice (keys are read in any letter case)"
+                    )
+                lowered[key] = v
+            return lowered
         return data
 
     @field_validator("regex")
@@ -384,8 +392,10 @@ class Config(_Model):
     @field_validator("stop")
     @classmethod
     def _stop_placeholders(cls, stop: Stop, info: ValidationInfo) -> Stop:
+        if "sources" not in info.data:
+            return stop  # a source is invalid: that error says so; its groups are not known
         allowed = set(TEMPLATE_FIELDS)
-        for source in info.data.get("sources") or ():
+        for source in info.data["sources"]:
             allowed.update(source.template_groups())
         for field, template in stop_templates(stop):
             try:
@@ -495,9 +505,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
+    # duplicates among the keys written in this mapping; a key overriding one merged in with
+    # `<<` is YAML's intended use of merges, not a duplicate
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, list | dict):
             continue  # unhashable: the constructor reports it
@@ -511,6 +524,7 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
                 mark,
             )
         seen[key] = key_node.start_mark.line + 1
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node, deep=True)
 
 
@@ -521,6 +535,7 @@ def _expanded_size(root: yaml.Node) -> tuple[int, int]:
     """(values, depth) of a composed document once its aliases are expanded, without expanding
     them: an alias is the very node it names, so each node's size is computed once."""
     sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()  # nodes whose children are being counted: met again, a cycle
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
@@ -532,9 +547,13 @@ def _expanded_size(root: yaml.Node) -> tuple[int, int]:
         elif isinstance(node, yaml.MappingNode):
             children = [n for pair in node.value for n in pair]
         if not done:
+            if id(node) in open_nodes or any(id(c) in open_nodes for c in children):
+                return MAX_DOCUMENT_NODES + 1, 0  # `x: &a [*a]`: it never ends
+            open_nodes.add(id(node))
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in sizes)
             continue
+        open_nodes.discard(id(node))
         size, depth = 1, 0
         for child in children:
             child_size, child_depth = sizes.get(id(child), (1, 0))
@@ -547,7 +566,10 @@ def _expanded_size(root: yaml.Node) -> tuple[int, int]:
 def parse_document(text: str, *, source: str) -> dict[str, Any]:
     """Parse YAML (JSON is YAML) into a mapping, or raise ConfigError: never a traceback, never
     an exponential blow-up (aliases), never a document nested too deep to handle."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses NUL and other control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML or JSON: {exc}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -281,6 +281,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Stop reading, drain, finish in-flight stops, write, close the store, stop HTTP last."""
+        if not self.parts.started:
+            return  # startup failed before anything ran (a config error says why)
         log.info("shutting_down")
         self.should_exit.set()
         self.parts.stop(time.monotonic() + self.shutdown_timeout)

@@ -300,14 +300,19 @@ class HttpServer:
             raise _BadRequestError(411, "a body needs Content-Length (chunked is not accepted)")
         body = b""
         length_text = headers.get("content-length", "0") or "0"
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):
             raise _BadRequestError(400, "Content-Length must be a number of bytes")
+        if len(length_text) > 18:
+            raise _BadRequestError(413, f"body over {self.max_body} bytes")
         length = int(length_text)
         if length > self.max_body:
             raise _BadRequestError(413, f"body over {self.max_body} bytes")
         if length:
             body = await reader.readexactly(length)
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:
+            raise _BadRequestError(400, "malformed request target") from None
         return Request(
             method=method.upper(),
             path=unquote(parts.path) or "/",
