@@ -1,4 +1,4 @@
-"""Memory and idle CPU of the daemon following 1,000 files with 1,000 jobs' history (DESIGN §9).
+"""Memory and idle CPU of the daemon following 1,000 files with 1,000 jobs' history (docs/design.md, "Performance targets").
 
     .venv/bin/python benchmarks/footprint.py [--files 1000] [--epochs 30] [--idle-seconds 20]
         [--layout flat|dirs] [--max-watches N] [--deadline 300] [--tree DIR] [--keep DIR]

@@ -1,4 +1,4 @@
-"""Parse throughput against `mtail --one_shot`, side by side on the same log (DESIGN §9).
+"""Parse throughput against `mtail --one_shot`, side by side on the same log (docs/design.md, "Performance targets").
 
     .venv/bin/python benchmarks/parse_throughput.py [--lines 3000000] [--runs 3]
         [--metric-share 0.05] [--keep DIR] [--mtail /usr/bin/mtail] [--tree DIR]
@@ -90,7 +90,7 @@ config = read_config(sys.argv[1])
 extractor = Extractor(
     config.all_definitions(), config.epoch_config(), timeout=config.regex_timeout_seconds
 )
-parser = extractor.new_job()
+parser = extractor.job_parser()
 stats = FileStats()
 values = {}
 lines = samples_by_line(

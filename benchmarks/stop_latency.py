@@ -1,4 +1,4 @@
-"""Line written to SIGTERM received: p50/p99 of the real daemon stopping real processes (DESIGN §9).
+"""Line written to SIGTERM received: p50/p99 of the real daemon stopping real processes (docs/design.md, "Performance targets").
 
     .venv/bin/python benchmarks/stop_latency.py [--trials 200]
 
@@ -115,7 +115,7 @@ def main() -> None:
             print(
                 f"  p50 {q[49]:.2f} ms   p90 {q[89]:.2f} ms   p99 {q[98]:.2f} ms   max {latencies[-1]:.2f} ms"
             )
-            print("  target (DESIGN §9): p50 <= 5 ms, p99 <= 25 ms")
+            print("  target (docs/design.md): p50 <= 5 ms, p99 <= 25 ms")
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)

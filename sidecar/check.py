@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.config import EpochConfig, MetricDefinition, Objective, template_fields
-from sidecar.decode import decode_line
+from sidecar.config import Objective
+from sidecar.definitions import EpochConfig, MetricDefinition, template_fields
 from sidecar.formats import Format
+from sidecar.lines import decode_line
 from sidecar.logfile import FileStats, read_lines
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor
@@ -67,7 +68,7 @@ def check_logs(
     ]
     truncated = 0
     for log in logs:
-        parsers = [e.new_job() for e in extractors]
+        parsers = [e.job_parser() for e in extractors]
         stats = FileStats()
         for raw in read_lines(log, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
             segments: list[str] | None = None

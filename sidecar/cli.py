@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sidecar import __version__
-from sidecar.config import Config, EpochConfig, MetricDefinition, load_config
+from sidecar.config import Config, load_config
+from sidecar.definitions import EpochConfig, MetricDefinition
 from sidecar.errors import ConfigError, SidecarError, UsageError
 from sidecar.formats import FORMATS
 from sidecar.store import Store, open_store
@@ -147,7 +148,7 @@ def _print_json(document: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.daemon import Daemon
-    from sidecar.logs import configure
+    from sidecar.logsetup import configure
 
     config = read_runnable_config(args.config)
     configure(config.log_level)
@@ -156,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     from sidecar.execute import run_exec
-    from sidecar.logs import configure
+    from sidecar.logsetup import configure
 
     config = read_runnable_config(args.config)
     configure(config.log_level)
@@ -170,7 +171,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sidecar.demo import run_demo
-    from sidecar.logs import configure
+    from sidecar.logsetup import configure
 
     configure("warning")  # the demo narrates on stdout; only problems go to stderr
     return run_demo(folder=args.dir, port=args.port, epoch_seconds=args.epoch_seconds)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import string
 from collections.abc import Mapping
 from enum import Enum, StrEnum
 from typing import Annotated, Any, Literal
@@ -12,10 +10,7 @@ from typing import Annotated, Any, Literal
 import regex
 import yaml
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -23,35 +18,30 @@ from pydantic import (
     model_validator,
 )
 
+from sidecar.definitions import (
+    EpochConfig,
+    Int,
+    MetricDefinition,
+    Number,
+    StrictModel,
+    can_produce,
+    compile_user_regex,
+)
 from sidecar.errors import ConfigError
+from sidecar.presets import load_preset, preset_names
+from sidecar.templates import (
+    DOCKER_FIELDS,
+    PATH_FIELDS,
+    TEMPLATE_FIELDS,
+    check_placeholders,
+    placeholders,
+)
 
 ENV_PREFIX = "SIDECAR_"
 DEFAULT_STORE = "sqlite:///var/lib/sidecar/history.db"
-TEMPLATE_FIELDS = ("job", "tuning_job", "log_dir", "log_path", "attempt")
-PATH_FIELDS = ("stem", "name", "parent")  # what a file source's `job` template may use
-DOCKER_FIELDS = ("container_id", "container")  # what a docker source adds to stop templates
 # a config document may not expand (YAML aliases) to more values than this, nor nest deeper
 MAX_DOCUMENT_NODES = 100_000
 MAX_DOCUMENT_DEPTH = 64
-
-
-def _no_bool(value: Any) -> Any:
-    """YAML's `true` is not the number 1: `port: true` is a mistake, not port 1."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")
-    return value
-
-
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-Int = Annotated[int, BeforeValidator(_no_bool)]
-"""An integer field: bools refused."""
-Number = Annotated[float, BeforeValidator(_no_bool), AfterValidator(_finite)]
-"""A float field: bools, NaN and infinities refused."""
 
 
 class ObjectiveType(StrEnum):
@@ -83,13 +73,7 @@ def _enum_any_case(enum: type[Enum]) -> Any:
     return parse
 
 
-class _Model(BaseModel):
-    """Base: unknown keys are errors (a typo must not silently fall back to a default)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Objective(_Model):
+class Objective(StrictModel):
     """What the rule compares: one metric and its direction."""
 
     metric: str = Field(min_length=1)
@@ -98,114 +82,7 @@ class Objective(_Model):
     _type = field_validator("type", mode="before")(_enum_any_case(ObjectiveType))
 
 
-def compile_user_regex(pattern: str) -> regex.Pattern[str]:
-    """Compile a user's regex with the `regex` module, raising ValueError with a readable reason."""
-    try:
-        return regex.compile(pattern)
-    except regex.error as exc:
-        raise ValueError(f"must be a valid regular expression ({exc})") from None
-
-
-def template_fields(name: str) -> list[str]:
-    """The `{placeholder}` names in a templated metric name, in order."""
-    return [field for _, field, _, _ in string.Formatter().parse(name) if field]
-
-
-JSONL_FIELDS = ("key",)
-
-
-class MetricDefinition(_Model):
-    """SageMaker's `{Name, Regex}`; keys accepted in any letter case.
-
-    `kind: jsonl` (no Regex) reads lines that are JSON objects instead: every number in the object
-    is a metric named by its key (nested keys joined by `.`); `Name: '{key}'` takes them all, a
-    plain Name only that key.
-    """
-
-    name: str = Field(min_length=1)
-    kind: Literal["regex", "jsonl"] = "regex"
-    regex: str | None = Field(default=None, min_length=1, validate_default=True)
-    segments: Literal["last", "all"] = "last"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lower_keys(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            lowered: dict[Any, Any] = {}
-            for k, v in data.items():
-                key = k.lower() if isinstance(k, str) else k
-                if key in lowered:
-                    raise ValueError(
-                        f"the key {k!r} is given twice (keys are read in any letter case)"
-                    )
-                lowered[key] = v
-            return lowered
-        return data
-
-    @field_validator("regex")
-    @classmethod
-    def _valid_regex(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if info.data.get("kind") == "jsonl":
-            if value is not None:
-                raise ValueError("kind: jsonl reads JSON objects and takes no Regex; remove it")
-            return None
-        if value is None:
-            if "kind" not in info.data:  # the kind itself is wrong: that error says it
-                return None
-            raise ValueError("required field is missing (or set `kind: jsonl`)")
-        pattern = compile_user_regex(value)
-        named = set(pattern.groupindex)
-        unnamed = pattern.groups - len(named)
-        if "value" not in named and unnamed == 0:
-            raise ValueError(
-                "must have a capture group holding the number: one (...) group "
-                "or a named group (?P<value>...)"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _placeholders_are_groups(self) -> MetricDefinition:
-        try:
-            fields = template_fields(self.name)
-        except ValueError as exc:
-            raise ValueError(f"Name {self.name!r} is not a valid template ({exc})") from None
-        if self.regex is None:  # kind: jsonl
-            if self.segments == "all":
-                raise ValueError("`segments: all` is for regex definitions, not kind: jsonl")
-            unknown = [f for f in fields if f not in JSONL_FIELDS]
-            if unknown:
-                raise ValueError(
-                    f"Name {self.name!r} uses placeholder(s) {', '.join(unknown)}; "
-                    "a kind: jsonl Name may use only {key}"
-                )
-            return self
-        missing = [f for f in fields if f not in compile_user_regex(self.regex).groupindex]
-        if missing:
-            raise ValueError(
-                f"Name {self.name!r} uses placeholder(s) {', '.join(missing)} that are not "
-                "named groups (?P<...>) of its Regex"
-            )
-        return self
-
-
-class EpochConfig(_Model):
-    """Where a value's epoch comes from when its definition has no `epoch` group."""
-
-    regex: str | None = None
-    offset: Int = Field(default=0, ge=-1_000_000, le=1_000_000)
-
-    @field_validator("regex")
-    @classmethod
-    def _valid_regex(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        pattern = compile_user_regex(value)
-        if "epoch" not in pattern.groupindex and pattern.groups == 0:
-            raise ValueError("must have a capture group holding the epoch: (...) or (?P<epoch>...)")
-        return value
-
-
-class EarlyStopping(_Model):
+class EarlyStopping(StrictModel):
     """SageMaker's early-stopping switch and the rule's parameters."""
 
     type: EarlyStoppingType = EarlyStoppingType.AUTO
@@ -223,7 +100,7 @@ class EarlyStopping(_Model):
         return _enum_any_case(EarlyStoppingType)(value)
 
 
-class DockerSource(_Model):
+class DockerSource(StrictModel):
     """Containers to follow through the Docker (or Podman) Engine API, chosen by label."""
 
     # at least one: an empty selection would follow every container on the host, the sidecar too
@@ -233,7 +110,7 @@ class DockerSource(_Model):
     host: str | None = None
 
 
-class Source(_Model):
+class Source(StrictModel):
     """Where `run` reads logs: a glob of files (`path`), or containers (`docker`)."""
 
     path: str | None = Field(default=None, min_length=1)
@@ -272,7 +149,7 @@ class Source(_Model):
         return self
 
 
-class SignalTarget(_Model):
+class SignalTarget(StrictModel):
     """How the signal backend finds the process to stop."""
 
     pid_file: str | None = None
@@ -291,7 +168,7 @@ class SignalTarget(_Model):
         return value
 
 
-class DockerTarget(_Model):
+class DockerTarget(StrictModel):
     """How the docker backend finds the container to stop."""
 
     container: str = "{job}"
@@ -299,7 +176,7 @@ class DockerTarget(_Model):
     host: str | None = None  # the Engine API; default DOCKER_HOST, else the local socket
 
 
-class KubernetesTarget(_Model):
+class KubernetesTarget(StrictModel):
     """How the kubernetes backend finds the pod (or batch Job) to delete."""
 
     namespace: str = "default"
@@ -308,7 +185,7 @@ class KubernetesTarget(_Model):
     kubeconfig: str | None = None  # default: in-cluster config, else ~/.kube/config
 
 
-class CommandTarget(_Model):
+class CommandTarget(StrictModel):
     """An argv template run without a shell."""
 
     argv: list[str] = Field(default_factory=list)
@@ -322,7 +199,7 @@ class CommandTarget(_Model):
         return value
 
 
-class Stop(_Model):
+class Stop(StrictModel):
     """How a stop decision reaches the training job."""
 
     backend: Literal["signal", "docker", "kubernetes", "command", "none"] = "signal"
@@ -334,14 +211,14 @@ class Stop(_Model):
     command: CommandTarget = Field(default_factory=CommandTarget)
 
 
-class Http(_Model):
+class Http(StrictModel):
     """Where `/metrics`, `/healthz` and `/readyz` are served."""
 
     host: str = "0.0.0.0"
     port: Int = Field(default=9108, ge=0, le=65535)
 
 
-class Config(_Model):
+class Config(StrictModel):
     """The whole configuration document."""
 
     tuning_job: str = Field(default="default", min_length=1)
@@ -382,8 +259,6 @@ class Config(_Model):
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
         if value is not None:
-            from sidecar.presets import preset_names
-
             names = preset_names()
             if value not in names:
                 raise ValueError(f"must be one of the built-in presets: {', '.join(names)}")
@@ -409,36 +284,13 @@ class Config(_Model):
         """The preset's definitions followed by the user's own."""
         if self.preset is None:
             return list(self.metric_definitions)
-        from sidecar.presets import load_preset
-
         return [*load_preset(self.preset).metric_definitions, *self.metric_definitions]
 
     def epoch_config(self) -> EpochConfig:
         """The user's epoch settings, else the preset's."""
         if self.epoch.regex is None and self.preset is not None:
-            from sidecar.presets import load_preset
-
             return load_preset(self.preset).epoch
         return self.epoch
-
-
-def _template_regex(name: str) -> regex.Pattern[str]:
-    """A templated metric name as a regex over the names it can produce: `{set}:{metric}`
-    matches `validation:auc`. Placeholders match any non-empty text (what a group may capture
-    is not known without running it)."""
-    parts = []
-    for literal, field, _, _ in string.Formatter().parse(name):
-        parts.append(regex.escape(literal))
-        if field:
-            parts.append(".+")
-    return regex.compile("".join(parts), regex.DOTALL)
-
-
-def can_produce(definition: MetricDefinition, metric: str) -> bool:
-    """Whether a definition can yield a metric of that name (as far as names alone tell)."""
-    if not template_fields(definition.name):
-        return definition.name == metric
-    return _template_regex(definition.name).fullmatch(metric) is not None
 
 
 def objective_problem(config: Config) -> str | None:
@@ -731,25 +583,6 @@ def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     return names
 
 
-_PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def placeholders(template: str) -> list[str]:
-    """The `{name}` placeholders of a template, in order (a regex's `{2}` is not one)."""
-    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
-
-
-def check_placeholders(template: str, allowed: Any) -> None:
-    """ValueError naming an unknown placeholder (a typo like `{stme}` would otherwise stay
-    literal text: every file merged into one job named `{stme}`)."""
-    allowed = tuple(allowed)
-    unknown = [name for name in placeholders(template) if name not in allowed]
-    if unknown:
-        names = ", ".join("{" + n + "}" for n in dict.fromkeys(unknown))
-        shown = ", ".join("{" + a + "}" for a in allowed)
-        raise ValueError(f"unknown placeholder {names} in {template!r}; allowed: {shown}")
-
-
 def stop_templates(stop: Stop) -> list[tuple[str, str]]:
     """(field, template) for every templated field of the stop section."""
     found = [
@@ -779,33 +612,3 @@ def config_warnings(config: Config) -> list[str]:
             "the program itself in argv[0] and each value in an argument of its own"
         )
     return warnings
-
-
-# placeholders whose values are paths by design: the others are names and may not be one
-PATH_VALUED = frozenset({"log_dir", "log_path"})
-
-
-def render_path(template: str, values: Mapping[str, str]) -> str:
-    """`render_template` for a file path (a pid file, a marker): a placeholder never adds a
-    `/`, `.` or `..` (a job named `..` must not write outside the markers directory).
-    ValueError names the placeholder."""
-    for name in placeholders(template):
-        value = values.get(name)
-        if value is None or name in PATH_VALUED:
-            continue
-        if "/" in value or "\0" in value or value in (".", ".."):
-            raise ValueError(
-                f"{{{name}}} is {value!r}, which would make {template!r} a path outside its "
-                "folder: refused"
-            )
-    return render_template(template, values)
-
-
-def render_template(template: str, values: Mapping[str, str]) -> str:
-    """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
-    name) is left exactly as it is."""
-
-    def fill(match: regex.Match[str]) -> str:
-        return values.get(match.group(1), match.group(0))
-
-    return str(_PLACEHOLDER.sub(fill, template))

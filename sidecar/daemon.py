@@ -29,11 +29,12 @@ from sidecar.http.health import add_health_routes
 from sidecar.http.server import HttpServer, Router, bind
 from sidecar.model import Chunk, JobEnded
 from sidecar.pipeline import Pipeline
-from sidecar.stoppers import Stopper, template_context
+from sidecar.stoppers import Stopper
 from sidecar.stoppers.factory import make_prober, make_stopper
 from sidecar.store import Store, open_store
 from sidecar.tail import FileTailer, JobName
 from sidecar.telemetry import Telemetry
+from sidecar.templates import template_context
 
 log = structlog.get_logger("sidecar")
 

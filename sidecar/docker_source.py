@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from sidecar.config import DockerSource
-from sidecar.decode import LineSplitter
+from sidecar.lines import LineSplitter
 from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
 from sidecar.stoppers.docker import LIVE_STATES, docker_client
 from sidecar.store import FileOffset

@@ -16,9 +16,9 @@ import structlog
 
 from sidecar.assemble import Parts, assemble
 from sidecar.config import Config
-from sidecar.decode import LineSplitter
 from sidecar.errors import UsageError
 from sidecar.extras import require_extras
+from sidecar.lines import LineSplitter
 from sidecar.model import Chunk, JobEnded, JobStatus
 from sidecar.stoppers import NoneStopper, Stopper
 from sidecar.stoppers.signal import SignalStopper, fixed_resolver

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sidecar.decode import LineSplitter
+from sidecar.lines import LineSplitter
 
 Format = Literal["plain", "docker-json", "cri", "auto"]
 FORMATS: tuple[Format, ...] = ("plain", "docker-json", "cri", "auto")

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sidecar.decode import decode_line
 from sidecar.errors import InputError
 from sidecar.formats import Format, detect_format, make_decoder
+from sidecar.lines import decode_line
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor, JobParser
 

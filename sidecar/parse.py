@@ -12,7 +12,7 @@ from typing import Any
 
 import regex
 
-from sidecar.config import EpochConfig, MetricDefinition, template_fields
+from sidecar.definitions import EpochConfig, MetricDefinition, template_fields
 from sidecar.model import ParseCounts, Sample
 from sidecar.prefilter import required_literal
 
@@ -251,7 +251,7 @@ class Extractor:
                 pos = find(gate, starts[i + 1])  # this line passes: go on from the next one
         return [lines[i] for i in sorted(hits)]
 
-    def new_job(
+    def job_parser(
         self,
         *,
         counts: Mapping[str, int] | None = None,

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 import structlog
 
 from sidecar.config import Config
-from sidecar.decode import decode_line
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import StoreError
+from sidecar.lines import decode_line
 from sidecar.model import (
     Chunk,
     Decision,
@@ -33,9 +33,10 @@ from sidecar.model import (
     StopFinished,
 )
 from sidecar.parse import Extractor, JobParser
-from sidecar.stoppers import StopRequest, template_context
+from sidecar.stoppers import StopRequest
 from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
+from sidecar.templates import template_context
 from sidecar.writes import Registered
 
 log = structlog.get_logger("sidecar")
@@ -285,7 +286,7 @@ class Pipeline:
             last_epoch = (resume or {}).get("last_epoch")
             held = (resume or {}).get("held")
             runtime = JobRuntime(
-                self.extractor.new_job(
+                self.extractor.job_parser(
                     counts=counts,
                     last_epoch=last_epoch if isinstance(last_epoch, int) else None,
                     held=held if isinstance(held, list) else (),

@@ -49,7 +49,7 @@ class RecordingRule:
 
 @dataclass(slots=True)
 class ReplayResult:
-    """The §4 document plus what the table shows besides it."""
+    """The `replay --json` document plus what the table shows besides it."""
 
     document: dict[str, Any]
     epochs_in_log: dict[str, int] = field(default_factory=dict)
@@ -140,7 +140,7 @@ def replay(
         job_trace = JobTrace(job, order, "")
         if trace:
             shadow.register(job, order)
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         stats = FileStats(counts=result.counts)
         values: list[ValueRow] = []
         decision = None

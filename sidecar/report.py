@@ -1,4 +1,4 @@
-"""The JSON documents and tables that `replay` and `status` print (§4). Pure."""
+"""The JSON documents and tables that `replay` and `status` print (docs/commands.md). Pure."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def job_doc(
     epochs: int,
     decision: Decision | None,
 ) -> dict[str, Any]:
-    """One job as §4 shows it."""
+    """One job as `replay --json` and `status --json` show it."""
     return {
         "job": job,
         "order": order,

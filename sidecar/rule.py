@@ -1,6 +1,7 @@
 """The median stopping rule (SageMaker's early stopping "Auto"): the one place its semantics live.
 
-Pure: no IO, no clock, no globals. DESIGN.md §2 is the specification; each step is marked below.
+Pure: no IO, no clock, no globals. docs/design.md, "The median rule", is the specification; each
+step is marked below.
 """
 
 from __future__ import annotations
@@ -20,17 +21,17 @@ def worst(direction: ObjectiveType) -> float:
 
 
 def as_rule_value(value: float, direction: ObjectiveType) -> float:
-    """NaN and infinities count as the worst value for the direction (§2)."""
+    """NaN and infinities count as the worst value for the direction (the median rule)."""
     return value if math.isfinite(value) else worst(direction)
 
 
 def is_worse(value: float, than: float, direction: ObjectiveType) -> bool:
-    """Strictly worse: equal is not worse (§2 step 4)."""
+    """Strictly worse: equal is not worse (the median rule, step 4)."""
     return value > than if direction is ObjectiveType.MINIMIZE else value < than
 
 
 def median(values: Sequence[float]) -> float:
-    """Median; the mean of the two middle values for an even count (§2 step 3)."""
+    """Median; the mean of the two middle values for an even count (the median rule, step 3)."""
     return median_of_sorted(sorted(values))
 
 
@@ -76,7 +77,7 @@ class JobHistory:
         return epoch in self.values and (self.stop_epoch is None or epoch <= self.stop_epoch)
 
     def running_average(self, epoch: int) -> float:
-        """r(e): the mean of the job's values at epochs <= e (§2 step 2); exactly rounded."""
+        """r(e): the mean of the job's values at epochs <= e (the median rule, step 2); exactly rounded."""
         cached = self._averages.get(epoch)
         if cached is not None:
             return cached
@@ -114,7 +115,7 @@ class Rule(Protocol):
 
 class SageMakerMedianRule:
     """`rule: sagemaker`: stop when the value is worse than the median of earlier jobs'
-    running averages at the same epoch (§2)."""
+    running averages at the same epoch (docs/design.md, "The median rule")."""
 
     name = "sagemaker"
 

@@ -1,4 +1,4 @@
-"""`sidecar status`: the §4 status document read from a store."""
+"""`sidecar status`: the status document read from a store."""
 
 from __future__ import annotations
 

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 import regex
 import structlog
 
-from sidecar.config import Source, render_template
+from sidecar.config import Source
 from sidecar.formats import Decoder, Format, detect_format, make_decoder
 from sidecar.globs import expand
 from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
 from sidecar.store import FileOffset
+from sidecar.templates import render_template
 from sidecar.wake import Waker, Watcher
 
 if TYPE_CHECKING:

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import (
-    Config,
-    EarlyStoppingType,
-    ObjectiveType,
-    load_config,
-    render_template,
-)
+from sidecar.config import Config, EarlyStoppingType, ObjectiveType, load_config
 from sidecar.errors import ConfigError
+from sidecar.templates import render_template
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = "objective: {metric: val_loss}\n"
@@ -41,7 +36,7 @@ class TestDefaults:
         assert config.epoch.offset == 0
 
     def test_design_example_config_is_valid(self) -> None:
-        """The configuration shown in DESIGN §3 loads as it is."""
+        """The full example configuration (docs/configuration.md) loads as it is."""
         config = load((ROOT / "tests" / "golden" / "design_example.yaml").read_text())
         assert config.tuning_job == "xgb-hpo-42"
         assert config.objective.type is ObjectiveType.MAXIMIZE

@@ -23,8 +23,9 @@ import pytest
 import regex
 import yaml
 
-from sidecar.config import Config, load_config, render_template
+from sidecar.config import Config, load_config
 from sidecar.tail import job_for_path
+from sidecar.templates import render_template
 from tests.conftest import ROOT, skip_or_fail
 
 DEPLOY = ROOT / "deploy"
@@ -462,7 +463,7 @@ class TestTrainingPod:
             compiled = regex.compile(render_template(pattern, {"job": regex.escape(job)}))
             return compiled.search(line) is not None
 
-        trainer = "python -m sidecar.trainer --job {} --lr {} --epochs 12 --epoch-seconds 5"
+        trainer = "python -m sidecar.demo.trainer --job {} --lr {} --epochs 12 --epoch-seconds 5"
         assert matches("lr-0.03", trainer.format("lr-0.03", "0.03"))
         assert not matches("lr-0.03", trainer.format("lr-0.0300", "0.03"))
         assert not matches("lr-0.03", trainer.format("lr-0x03", "0.03"))

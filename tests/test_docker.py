@@ -24,15 +24,10 @@ import pytest
 from sidecar.config import DockerSource, load_config, validate_config
 from sidecar.docker_source import DockerLogSource
 from sidecar.model import Chunk, Decision, JobEnded, JobStatus
-from sidecar.stoppers import (
-    PermanentStopError,
-    StopError,
-    StopRequest,
-    StopResult,
-    template_context,
-)
+from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopResult
 from sidecar.stoppers.docker import DockerStopper
 from sidecar.stoppers.factory import make_stopper
+from sidecar.templates import template_context
 from tests.tail_helpers import DaemonProcess, History, wait_for
 
 DEADLINE = 30.0

@@ -74,7 +74,7 @@ class TestLiveMatchesReplay:
                         [
                             sys.executable,
                             "-m",
-                            "sidecar.trainer",
+                            "sidecar.demo.trainer",
                             "--job",
                             job,
                             "--lr",

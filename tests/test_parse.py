@@ -1,5 +1,5 @@
 """Lines to samples: metric definitions, the #011 rule, numbers, templated names, epochs, redrawn
-bars, regex timeouts, the byte gate, and whole files through logfile.samples_by_line (DESIGN §1).
+bars, regex timeouts, the byte gate, and whole files through logfile.samples_by_line (docs/design.md, "Concepts").
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sidecar.config import EpochConfig, MetricDefinition
-from sidecar.decode import decode_line
+from sidecar.definitions import EpochConfig, MetricDefinition
+from sidecar.lines import decode_line
 from sidecar.logfile import FileStats, samples_by_line
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import CompiledDefinition, Extractor, JobParser, parse_epoch, parse_number
@@ -58,7 +58,7 @@ def parse(
 ) -> list[Sample]:
     """Every sample of `lines`, each decoded as a raw log line and fed to one job's parser, then
     (with `finish`) what settles at the end of the log."""
-    parser = parser if parser is not None else extractor.new_job()
+    parser = parser if parser is not None else extractor.job_parser()
     counts = counts if counts is not None else ParseCounts()
     samples: list[Sample] = []
     for line in lines:
@@ -416,7 +416,7 @@ class TestEpochs:
         extractor = make_extractor(
             definition("loss", r"\bloss=([0-9.]+)"), definition("val_loss", r"val_loss=([0-9.]+)")
         )
-        parser = extractor.new_job(counts={"val_loss": 5})
+        parser = extractor.job_parser(counts={"val_loss": 5})
         lines = ["val_loss=0.4", "loss=0.3", "val_loss=0.35"]
         assert parse(extractor, lines, parser=parser) == [
             Sample("val_loss", 6, 0.4),
@@ -429,7 +429,7 @@ class TestEpochs:
         extractor = make_extractor(
             definition("val_loss", r"val_loss: ([0-9.]+)"), epoch=r"^Epoch (\d+)/"
         )
-        parser = extractor.new_job(last_epoch=4)
+        parser = extractor.job_parser(last_epoch=4)
         lines = ["val_loss: 0.5", "Epoch 5/10", "val_loss: 0.4"]
         assert parse(extractor, lines, parser=parser) == [
             Sample("val_loss", 4, 0.5),
@@ -439,7 +439,7 @@ class TestEpochs:
     def test_jobs_have_separate_parse_state(self) -> None:
         """Two jobs of one extractor count epochs independently."""
         extractor = make_extractor(definition("loss", r"loss=([0-9.]+)"))
-        first, second = extractor.new_job(), extractor.new_job()
+        first, second = extractor.job_parser(), extractor.job_parser()
         assert parse(extractor, ["loss=1", "loss=2"], parser=first)[-1] == Sample("loss", 2, 2.0)
         assert parse(extractor, ["loss=3"], parser=second) == [Sample("loss", 1, 3.0)]
 
@@ -518,7 +518,7 @@ class TestRedrawnBars:
     def test_a_value_does_not_settle_at_the_end_of_its_line(self) -> None:
         """The last segment of a line is held: the next line may show the epoch's true value."""
         extractor = self.bar()
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         counts = ParseCounts()
         assert parser.feed(decode_line(b"Epoch 0: 100%|..| val_loss=0.9"), counts) == []
         assert parser.feed(decode_line(b"Validation: 100%|..|"), counts) == []
@@ -536,7 +536,7 @@ class TestRedrawnBars:
             "\rEpoch 2:   0%|..| 0/9 [val_loss=0.476]",
         ]
         extractor = self.bar()
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         assert parse(extractor, lines, parser=parser, finish=False) == [
             Sample("val_loss", 1, 0.715),
             Sample("val_loss", 2, 0.476),
@@ -546,7 +546,7 @@ class TestRedrawnBars:
     def test_finish_returns_the_held_values_once(self) -> None:
         """After `finish` nothing is held: a second call returns nothing."""
         extractor = self.bar()
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         parse(extractor, [self.LIGHTNING], parser=parser, finish=False)
         assert parser.finish(ParseCounts()) == [Sample("val_loss", 2, 0.7)]
         assert parser.finish(ParseCounts()) == []
@@ -554,7 +554,7 @@ class TestRedrawnBars:
     def test_an_earlier_epoch_settles_the_held_value(self) -> None:
         """A log that starts over (epoch 0 after epoch 3) settles the value held for epoch 4."""
         extractor = self.bar()
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         counts = ParseCounts()
         assert parser.feed(decode_line(b"Epoch 3: val_loss=0.5"), counts) == []
         assert parser.feed(decode_line(b"Epoch 0: val_loss=0.9"), counts) == [
@@ -565,7 +565,7 @@ class TestRedrawnBars:
     def test_values_without_an_epoch_settle_at_the_end_of_their_line(self) -> None:
         """With no epoch anywhere, a line's last redraw is the value (its ordinal epoch)."""
         extractor = make_extractor(definition("loss", r"loss=([0-9.]+)", segments="all"))
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         counts = ParseCounts()
         assert parser.feed(decode_line(b"loss=0.9\rloss=0.8"), counts) == [Sample("loss", 1, 0.8)]
         assert parser.feed(decode_line(b"loss=0.7"), counts) == [Sample("loss", 2, 0.7)]
@@ -574,7 +574,7 @@ class TestRedrawnBars:
     def test_finish_without_redrawn_bars_returns_nothing(self) -> None:
         """Last-segment definitions emit at once: nothing is left for the end of the log."""
         extractor = make_extractor(definition("loss", r"loss=([0-9.]+)"))
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         assert parser.feed(decode_line(b"loss=0.9"), ParseCounts()) == [Sample("loss", 1, 0.9)]
         assert parser.finish(ParseCounts()) == []
 
@@ -771,7 +771,7 @@ class TestRegexTimeout:
             definition("loss", r"loss=([0-9.]+)"),
             timeout=0.05,
         )
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         first = parse(extractor, [self.SLOW_LINE], parser=parser, counts=counts)
         assert [s for s in first if s.metric == "slow"] == []
         assert first == [Sample("loss", 1, 0.3)]
@@ -900,7 +900,7 @@ class TestMightMatch:
             definition("validation:auc", AWS_XGBOOST_AUC),
             epoch=r"Epoch (\d+)/",
         )
-        parser = extractor.new_job()
+        parser = extractor.job_parser()
         samples = parser.feed(decode_line(raw), ParseCounts())
         if samples or parser.last_epoch is not None:
             assert extractor.might_match(raw)
@@ -926,7 +926,9 @@ class TestSamplesByLine:
         )
         stats = FileStats()
         result = list(
-            samples_by_line(path, extractor, extractor.new_job(), max_line_bytes=MIB, stats=stats)
+            samples_by_line(
+                path, extractor, extractor.job_parser(), max_line_bytes=MIB, stats=stats
+            )
         )
         assert result == [
             [Sample("val_loss", 1, 0.95)],
@@ -944,7 +946,9 @@ class TestSamplesByLine:
         extractor = make_extractor(definition("val_loss", r"val_loss: ([0-9.]+)"))
         stats = FileStats()
         result = list(
-            samples_by_line(path, extractor, extractor.new_job(), max_line_bytes=1024, stats=stats)
+            samples_by_line(
+                path, extractor, extractor.job_parser(), max_line_bytes=1024, stats=stats
+            )
         )
         assert result == [[Sample("val_loss", 1, 0.9)], [Sample("val_loss", 2, 0.8)]]
         assert stats.lines == 3

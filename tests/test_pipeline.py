@@ -71,10 +71,10 @@ def position(offset: int, resume: dict[str, object] | None = None) -> FilePositi
 
 def held_cuts(lines: list[bytes]) -> list[int]:
     """Line counts after which the parser holds a value."""
-    from sidecar.decode import decode_line
+    from sidecar.lines import decode_line
     from sidecar.model import ParseCounts
 
-    parser = pipeline_for("sqlite://:memory:").extractor.new_job()
+    parser = pipeline_for("sqlite://:memory:").extractor.job_parser()
     cuts = []
     for n, raw in enumerate(lines, start=1):
         parser.feed(decode_line(raw.rstrip(b"\n")), ParseCounts())

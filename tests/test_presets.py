@@ -64,7 +64,7 @@ def parse(path: Path, preset_name: str, fmt: Any = "auto") -> tuple[list[Sample]
     """Every sample the preset extracts from one log, in order (the end of the log included)."""
     preset = load_preset(preset_name)
     extractor = Extractor(preset.metric_definitions, preset.epoch, timeout=5.0)
-    parser = extractor.new_job()
+    parser = extractor.job_parser()
     stats = FileStats()
     samples: list[Sample] = []
     for line in samples_by_line(
@@ -76,7 +76,7 @@ def parse(path: Path, preset_name: str, fmt: Any = "auto") -> tuple[list[Sample]
 
 
 def final_series(samples: list[Sample]) -> dict[str, dict[int, float]]:
-    """metric -> epoch -> value, a repeated epoch replacing the earlier value (DESIGN §1)."""
+    """metric -> epoch -> value, a repeated epoch replacing the earlier value (docs/design.md, "Concepts")."""
     series: dict[str, dict[int, float]] = {}
     for s in samples:
         series.setdefault(s.metric, {})[s.epoch] = s.value
@@ -162,7 +162,7 @@ def test_log_yields_ground_truth(suite: str, log: str) -> None:
 def test_every_emitted_value_is_the_epochs_true_value(suite: str, log: str) -> None:
     """The rule decides on each value as it is emitted: none may be a stale one replaced later
     (Lightning's tqdm bar shows an epoch's label with the previous epoch's validation values
-    until validation ends, on a later line: DESIGN §1 "Redrawn bars")."""
+    until validation ends, on a later line: docs/design.md, "Concepts", Redrawn bars)."""
     info = manifest(suite)
     path = SAMPLE_LOGS / suite / log
     samples, _ = parse(path, info["preset"])

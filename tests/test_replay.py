@@ -1,4 +1,4 @@
-"""`replay` against an independent recomputation of DESIGN §2, on examples and random tuning jobs."""
+"""`replay` against an independent recomputation of the median rule (docs/design.md), on examples and random tuning jobs."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def write_logs(folder: Path, curves: list[list[float]]) -> list[Path]:
 def reference(
     curves: list[list[float]], direction: str, min_jobs: int, start_epoch: int
 ) -> dict[int, int]:
-    """DESIGN §2 computed directly: {job index: stop epoch}, jobs run one after another."""
+    """The median rule computed directly: {job index: stop epoch}, jobs run one after another."""
     minimize = direction == "Minimize"
     worst = math.inf if minimize else -math.inf
 
@@ -79,7 +79,7 @@ def run_replay(folder: Path, curves: list[list[float]], config: Config) -> dict[
 
 class TestReplayWorkedExample:
     def test_worked_example_stops_c_and_d_at_epoch_one(self, tmp_path: Path) -> None:
-        """DESIGN §2's example: A and B finish, C and D stop at epoch 1 with the stated medians."""
+        """The design's worked example: A and B finish, C and D stop at epoch 1 with the stated medians."""
         curves = [[1.0, 0.8, 0.6], [0.9, 0.7, 0.5], [1.2, 0.9, 0.4], [1.1, 1.0, 0.9]]
         doc = run_replay(tmp_path, curves, make_config(min_jobs=1))
         jobs = doc["jobs"]
@@ -101,7 +101,7 @@ class TestReplayWorkedExample:
         assert jobs[3]["decision"] == {"epoch": 1, "value": 1.1, "median": 1.0, "compared_jobs": 3}
 
     def test_document_has_exactly_the_design_keys(self, tmp_path: Path) -> None:
-        """The §4 document: tuning_job, objective, jobs with the six job keys, nothing else."""
+        """The `replay --json` document: tuning_job, objective, jobs with the six job keys, nothing else."""
         doc = run_replay(tmp_path, [[1.0], [2.0]], make_config())
         assert set(doc) == {"tuning_job", "objective", "jobs"}
         assert doc["objective"] == {"metric": "val_loss", "type": "Minimize"}
@@ -154,7 +154,7 @@ class TestReplayMatchesRecomputation:
     def test_replay_stops_exactly_the_jobs_the_rule_stops(
         self, curves: list[list[float]], direction: str, min_jobs: int, start_epoch: int
     ) -> None:
-        """On random curves with NaN, inf, ties and different lengths, replay == §2 recomputed."""
+        """On random curves with NaN, inf, ties and different lengths, replay == the median rule recomputed."""
         expected = reference(curves, direction, min_jobs, start_epoch)
         with tempfile.TemporaryDirectory() as folder:
             doc = run_replay(Path(folder), curves, make_config(direction, min_jobs, start_epoch))

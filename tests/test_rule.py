@@ -1,4 +1,4 @@
-"""The median rule (DESIGN §2), table-driven, including the worked example."""
+"""The median rule (docs/design.md, "The median rule"), table-driven, including the worked example."""
 
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ class TestSeveralNodes:
                         [
                             sys.executable,
                             "-m",
-                            "sidecar.trainer",
+                            "sidecar.demo.trainer",
                             *("--job", job, "--lr", str(lr), "--epochs", "8"),
                             *("--seed", str(seed), "--epoch-seconds", "0.05"),
                             *("--pid-file", str(folder / "pids" / f"{job}.pid")),

@@ -35,7 +35,6 @@ from sidecar.stoppers import (
     StopRefusedError,
     StopRequest,
     StopResult,
-    template_context,
     write_marker,
 )
 from sidecar.stoppers.factory import make_stopper
@@ -46,6 +45,7 @@ from sidecar.stoppers.signal import (
     pid_file_resolver,
     process_match_resolver,
 )
+from sidecar.templates import template_context
 
 DEADLINE = 15.0
 
@@ -459,7 +459,8 @@ print("parent alive", child.stdout.strip(), flush=True)
 STOPPER_IN_A_CHILD = """
 import os, sys
 from sidecar.model import Decision
-from sidecar.stoppers import StopRequest, StopRefusedError, template_context
+from sidecar.stoppers import StopRequest, StopRefusedError
+from sidecar.templates import template_context
 from sidecar.stoppers.signal import SignalStopper, pid_file_resolver
 path = sys.argv[1]
 with open(path, "w") as f:

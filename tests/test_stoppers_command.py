@@ -20,16 +20,10 @@ import pytest
 from sidecar.config import validate_config
 from sidecar.errors import ConfigError
 from sidecar.model import Decision
-from sidecar.stoppers import (
-    PermanentStopError,
-    StopDispatcher,
-    StopError,
-    StopRequest,
-    StopResult,
-    template_context,
-)
+from sidecar.stoppers import PermanentStopError, StopDispatcher, StopError, StopRequest, StopResult
 from sidecar.stoppers.command import CommandStopper
 from sidecar.stoppers.factory import make_stopper
+from sidecar.templates import template_context
 
 DEADLINE = 15.0
 

@@ -27,17 +27,11 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Config, Source, load_config, validate_config
 from sidecar.model import Decision
-from sidecar.stoppers import (
-    PermanentStopError,
-    StopDispatcher,
-    StopError,
-    StopRequest,
-    StopResult,
-    template_context,
-)
+from sidecar.stoppers import PermanentStopError, StopDispatcher, StopError, StopRequest, StopResult
 from sidecar.stoppers.factory import make_stopper
 from sidecar.stoppers.kubernetes import KubernetesStopper
 from sidecar.tail import job_for_path
+from sidecar.templates import template_context
 from tests.tail_helpers import ROOT, History, ThreadedDaemon, wait_for
 
 TOKEN = "fake-token-4f2a"

@@ -1,4 +1,4 @@
-"""The store protocol's contract, run against SQLite and PostgreSQL alike (DESIGN §6)."""
+"""The store protocol's contract, run against SQLite and PostgreSQL alike (docs/design.md, "State and durability")."""
 
 from __future__ import annotations
 

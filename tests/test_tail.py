@@ -205,7 +205,7 @@ class TestAppending:
 
 
 class TestPartialLines:
-    """A last line without its newline is not applied until the newline arrives (§6)."""
+    """A last line without its newline is not applied until the newline arrives (docs/design.md, "State and durability")."""
 
     def test_partial_last_line_waits_for_its_end(
         self, logs: Path, history: History, make_daemon: MakeDaemon
@@ -252,7 +252,7 @@ class TestPartialLines:
 
 
 class TestRotation:
-    """Rename rotation, copytruncate, delete and recreate: nothing lost, nothing twice (§8)."""
+    """Rename rotation, copytruncate, delete and recreate: nothing lost, nothing twice (docs/design.md, "Reliability and safety")."""
 
     def test_rename_rotation(self, logs: Path, history: History, make_daemon: MakeDaemon) -> None:
         """job.log → job.log.1 and a new job.log; the writer finishes its lines in the old file

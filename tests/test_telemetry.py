@@ -1,4 +1,4 @@
-"""Telemetry: every §7 series on an explicit registry, the engine collector, the HTTP endpoints,
+"""Telemetry: every series of docs/design.md "Telemetry" on an explicit registry, the engine collector, the HTTP endpoints,
 `promtool check metrics`, and a real `sidecar run` daemon scraped over HTTP.
 """
 
@@ -108,7 +108,7 @@ def free_port() -> int:
 
 class TestTelemetry:
     def test_every_section_7_series_has_its_exact_name(self) -> None:
-        """After incrementing/observing, each §7 family is exposed under its documented name."""
+        """After incrementing/observing, each documented family is exposed under its documented name."""
         telemetry = Telemetry(CollectorRegistry())
         populate(telemetry)
         value = telemetry.registry.get_sample_value
@@ -130,7 +130,7 @@ class TestTelemetry:
         assert value("early_stopping_stop_duration_seconds_bucket", {"le": "2.5"}) == 1
 
     def test_label_names_are_as_documented(self) -> None:
-        """Each family carries exactly the §7 label names (histograms: none besides `le`)."""
+        """Each family carries exactly the documented label names (histograms: none besides `le`)."""
         telemetry = Telemetry(CollectorRegistry())
         populate(telemetry)
         found: dict[str, set[str]] = {}
@@ -157,7 +157,7 @@ class TestTelemetry:
             "early_stopping_stop_duration_seconds": "histogram",
             "early_stopping_jobs": "gauge",
             "early_stopping_objective": "gauge",
-            # beyond §7: the store's write backlog during an outage
+            # beyond the rule's own: the store's write backlog, faults, bounds
             "early_stopping_store_buffered_values": "gauge",
             "early_stopping_store_write_failures": "counter",
             "early_stopping_job_reruns": "counter",

@@ -70,7 +70,7 @@ def running_daemon(tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
 def trainer(job: str, lr: float, *, epochs: int, epoch_seconds: float, seed: int = 0) -> str:
     """The shell command of one trial of the shipped trainer (it flushes every line)."""
     return (
-        f"{PYTHON} -m sidecar.trainer --job {job} --lr {lr} --epochs {epochs} "
+        f"{PYTHON} -m sidecar.demo.trainer --job {job} --lr {lr} --epochs {epochs} "
         f"--epoch-seconds {epoch_seconds} --seed {seed}"
     )
 
@@ -92,7 +92,7 @@ class TestShellLoopLauncher:
             f"cd {tmp_path}\n"
             f"for spec in {loop}; do\n"
             '  name="${spec%%:*}"; lr="${spec#*:}"\n'
-            f'  {PYTHON} -m sidecar.trainer --job "$name" --lr "$lr" --epochs 10 '
+            f'  {PYTHON} -m sidecar.demo.trainer --job "$name" --lr "$lr" --epochs 10 '
             '--epoch-seconds 0.15 > "logs/$name.log" 2>&1 &\n'
             '  echo $! > "pids/$name.pid"\n'
             "  sleep 0.5\n"

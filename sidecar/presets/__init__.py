@@ -8,10 +8,10 @@ from importlib import resources
 import yaml
 from pydantic import Field
 
-from sidecar.config import EpochConfig, MetricDefinition, _Model
+from sidecar.definitions import EpochConfig, MetricDefinition, StrictModel
 
 
-class Preset(_Model):
+class Preset(StrictModel):
     """A named set of metric definitions plus how its epochs are found."""
 
     description: str = ""

@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from sidecar.config import render_path
 from sidecar.model import Decision
+from sidecar.templates import render_path
 
 log = structlog.get_logger("sidecar.stop")
 
@@ -106,21 +106,6 @@ class NoneStopper:
     def probe(self, context: dict[str, str]) -> bool | None:
         del context
         return None
-
-
-def template_context(
-    *, job: str, tuning_job: str, log_path: str = "", extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The values `{job}`, `{tuning_job}`, `{log_dir}`, `{log_path}` for stop templates, plus the
-    source's extra ones (`job_regex` groups such as `{namespace}`, a container's `{container_id}`)."""
-    context = dict(extra or {})
-    context.update(
-        job=job,
-        tuning_job=tuning_job,
-        log_path=log_path,
-        log_dir=str(Path(log_path).parent) if log_path else "",
-    )
-    return context
 
 
 def write_marker(template: str, request: StopRequest) -> Path:

@@ -8,8 +8,8 @@ import signal
 import subprocess
 import tempfile
 
-from sidecar.config import render_template
 from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopResult
+from sidecar.templates import render_template
 
 STDERR_TAIL = 300
 

@@ -6,9 +6,9 @@ import math
 import threading
 from typing import Any
 
-from sidecar.config import render_template
 from sidecar.errors import ConfigError
 from sidecar.stoppers import StopError, StopRequest, StopResult
+from sidecar.templates import render_template
 
 PROBE_TIMEOUT = 2.0  # seconds for one liveness question to the engine
 # states in which a container still has (or may get) processes to stop

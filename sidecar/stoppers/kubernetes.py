@@ -7,9 +7,9 @@ import math
 import threading
 from typing import Any
 
-from sidecar.config import render_template
 from sidecar.errors import ConfigError
 from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopResult
+from sidecar.templates import render_template
 
 # (connect, read) seconds for one API call: a hung API server must not hold a stopper thread
 REQUEST_TIMEOUT = (10.0, 30.0)

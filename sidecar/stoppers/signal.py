@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 import regex
 import structlog
 
-from sidecar.config import render_path, render_template
 from sidecar.stoppers import (
     PermanentStopError,
     StopError,
@@ -37,6 +36,7 @@ from sidecar.stoppers.procs import (
     same_process,
     started_at,
 )
+from sidecar.templates import render_path, render_template
 
 log = structlog.get_logger("sidecar.stop")
 

@@ -31,7 +31,8 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
 from sidecar.model import JobStatus
-from sidecar.store import (
+from sidecar.store.migrations import pending, statements
+from sidecar.store.records import (
     Batch,
     FileOffset,
     StoredJob,
@@ -40,7 +41,6 @@ from sidecar.store import (
     from_column,
     to_column,
 )
-from sidecar.store.migrations import pending, statements
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]

@@ -12,7 +12,8 @@ from pathlib import Path
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
 from sidecar.model import JobStatus
-from sidecar.store import (
+from sidecar.store.migrations import pending, statements
+from sidecar.store.records import (
     Batch,
     FileOffset,
     StoredJob,
@@ -21,7 +22,6 @@ from sidecar.store import (
     from_column,
     to_column,
 )
-from sidecar.store.migrations import pending, statements
 
 MEMORY = ":memory:"
 

@@ -1,6 +1,6 @@
 """A stand-in training job for `sidecar demo`: noisy learning curves printed like a real trainer.
 
-Run as `python -m sidecar.trainer --job NAME --lr 0.01 --epochs 12`. It writes its pid file, then
+Run as `python -m sidecar.demo.trainer --job NAME --lr 0.01 --epochs 12`. It writes its pid file, then
 per epoch a progress bar redrawn with `\\r` and a summary line; SIGTERM ends it like a trainer that
 saves nothing and exits.
 """
@@ -32,7 +32,7 @@ def curve(lr: float, epochs: int, seed: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sidecar.trainer")
+    parser = argparse.ArgumentParser(prog="python -m sidecar.demo.trainer")
     parser.add_argument("--job", required=True)
     parser.add_argument("--lr", type=float, required=True)
     parser.add_argument("--epochs", type=int, default=12)

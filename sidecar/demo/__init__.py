@@ -146,7 +146,7 @@ class Demo:
             [
                 sys.executable,
                 "-m",
-                "sidecar.trainer",
+                "sidecar.demo.trainer",
                 "--job",
                 trial.job,
                 "--lr",

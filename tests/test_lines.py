@@ -1,6 +1,6 @@
 """Bytes to lines (LineSplitter) and lines to what a terminal shows (decode_line, apply_backspaces).
 
-DESIGN §1 "Lines": split on `\\n`, a trailing `\\r\\n` is one line end, the text after the last `\\r`
+docs/design.md, "Concepts", Lines: split on `\\n`, a trailing `\\r\\n` is one line end, the text after the last `\\r`
 is the line, ANSI escapes are removed, a backspace erases the character before it, invalid UTF-8
 never raises, lines longer than `max_line_bytes` are cut to that size and counted.
 """
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sidecar.decode import LineSplitter, apply_backspaces, decode_line
+from sidecar.lines import LineSplitter, apply_backspaces, decode_line
 
 MIB = 1 << 20
 
