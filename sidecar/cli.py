@@ -152,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = read_runnable_config(args.config)
     configure(config.log_level)
-    return Daemon(config, dry_run=args.dry_run).serve()
+    return Daemon(config, dry_run=args.dry_run).serve(keep_handlers=True)
 
 
 def cmd_exec(args: argparse.Namespace) -> int:

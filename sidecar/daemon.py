@@ -87,8 +87,11 @@ class Daemon:
         return self.decider.consumer
 
     # lifecycle ---------------------------------------------------------------------------------
-    def serve(self, *, install_signals: bool = True) -> int:
-        restore = self._install_signal_handlers() if install_signals else None
+    def serve(self, *, install_signals: bool = True, keep_handlers: bool = False) -> int:
+        """Run until asked to stop. `keep_handlers` (the CLI, about to exit): leave the signal
+        handlers in place after shutdown, so a signal that comes after it (GNU timeout's
+        second SIGTERM) cannot kill the exiting process by the default action."""
+        restore = self._install_signal_handlers(keep=keep_handlers) if install_signals else None
         try:
             self.startup()
             self.main_loop()
@@ -100,7 +103,7 @@ class Daemon:
                     restore()
         return 0
 
-    def _install_signal_handlers(self) -> Callable[[], None]:
+    def _install_signal_handlers(self, *, keep: bool = False) -> Callable[[], None]:
         """SIGTERM and SIGINT ask for a graceful exit; a SIGINT after either exits at once.
 
         The handler only records the signal (the wake-up pipe wakes the main loop): it runs on
@@ -125,8 +128,9 @@ class Daemon:
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if not keep:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             signal.set_wakeup_fd(previous_fd)
             self._wake = None
             os.close(read_end)

@@ -6,15 +6,18 @@ state to commit alongside their values. It never commits anything itself: what t
 committed is where a restart resumes.
 
 Bounded whatever the files do: globs are expanded without following a directory twice
-(sidecar/globs.py); a file idle for a while, read to its end, has its descriptor closed and is
-reopened when it changes (checked to be the same file), and at most `max_open` are open at once,
-so thousands of files work under a 1024-descriptor limit; a user regex on a path runs under the
-regex timeout; an error in one file is that file's, and no exception ends the thread.
+(sidecar/globs.py); at most `max_open` files are open at once — past that, the files read to
+their end longest ago give their descriptor back and are reopened when they change, checked to
+be the same file (inode, first bytes, and the bytes before the offset: an inode number can be
+reused), so thousands of files work under a 1024-descriptor limit; a user regex on a path runs
+under the regex timeout; an error in one file is that file's, and no exception ends the thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fnmatch
 import hashlib
 import json
 import os
@@ -48,8 +51,6 @@ FINGERPRINT_BYTES = 1024
 RECONCILE_SECONDS = 1.0
 POLL_SECONDS = 0.25
 ROTATE_WAIT_SECONDS = 5.0
-# a file read to its end and silent this long gives its descriptor back; reopened when it changes
-IDLE_CLOSE_SECONDS = 30.0
 FD_RESERVE = 128  # descriptors left for sockets, the store, watches, stops
 ERROR_BACKOFF = (1.0, 30.0)  # seconds the thread waits after an unexpected error, doubling
 # when the job's process is known (a pid file, process_match): its exit ends the job. A job whose
@@ -141,6 +142,7 @@ class TailedFile:
     seen: tuple[int, int, int] | None = None
     fresh: bool = False  # read from its start, not resumed: its first lines start a run
     rewritten: bool = False  # its stored offset no longer fits its content: another run's log
+    tail: str = ""  # while its descriptor is closed: the bytes before `position`, fingerprinted
     failing: bool = False  # reading it raised: logged once, tried again at the reconcile
 
 
@@ -260,6 +262,12 @@ class FileTailer:
                 self._stop.wait(delay)
                 delay = min(delay * 2, ERROR_BACKOFF[1])
 
+    def step(self, *, reconcile: bool = False) -> None:
+        """Handle the wake-ups that are waiting, without waiting for any: what the thread does
+        each time it is woken (tests step the tailer with this, an injected clock and waker)."""
+        paths, rescan = self.waker.wait(0)
+        self._step(self.clock(), reconcile, rescan, paths)
+
     def _step(self, now: float, reconcile: bool, rescan: bool, paths: set[str]) -> None:
         """One wake-up: the reconcile (every second), a rescan (files came or went), or just
         the files an event named."""
@@ -272,9 +280,15 @@ class FileTailer:
         elif rescan:
             self.scan()
         else:
-            for tailed in list(self.files.values()):
-                if tailed.path in paths:
+            named = [t for t in self.files.values() if t.path in paths]
+            # a rotated file is drained before its successor, whichever file the event named
+            # (an event for the rotated file may have been lost)
+            jobs = {t.name for t in named}
+            for tailed in [t for t in self.files.values() if t.orphaned_at is not None]:
+                if tailed.name in jobs and tailed not in named:
                     self.read(tailed)
+            for tailed in named:
+                self.read(tailed)
 
     # scanning ------------------------------------------------------------------------------
     def _count(self, what: str, reason: str | None = None, n: int = 1) -> None:
@@ -312,17 +326,24 @@ class FileTailer:
         now = self.clock()
         # a rotated or deleted file is drained to EOF before its successor is read
         for key, tailed in list(self.files.items()):
+            if key in found and tailed.fd is None and found[key][0] != tailed.path:
+                # its descriptor given back, its inode number now at another path: what is
+                # there is another file on a reused inode (deleted, recreated by another job)
+                self._forget(tailed, now, deleted=True)
+                continue
             if key in found:
                 tailed.orphaned_at = None
                 tailed.path = found[key][0]
                 continue
+            if tailed.fd is None:
+                self._find_moved(tailed)  # renamed while its descriptor was given back?
             if tailed.fd is not None:
                 self.read(tailed)
             if tailed.orphaned_at is None:
                 tailed.orphaned_at = now
             if tailed.fd is not None:
                 deleted = os.fstat(tailed.fd).st_nlink == 0
-            else:  # closed while idle, read to its end: gone from its path
+            else:  # not found again: deleted, or moved out of its folder
                 deleted = not os.path.lexists(tailed.path)
             if deleted or now - tailed.orphaned_at >= ROTATE_WAIT_SECONDS:
                 self._forget(tailed, now, deleted=deleted)
@@ -337,9 +358,13 @@ class FileTailer:
                 known.st_mtime_ns,
                 known.st_ctime_ns,
             ):
-                if tailed.fd is not None and now - tailed.last_growth >= IDLE_CLOSE_SECONDS:
-                    self._close(tailed)  # read to its end and idle: its descriptor goes back
                 continue  # unchanged since it was read to EOF
+            if tailed.fd is None and not self._same_as_before(tailed):
+                # the inode number now belongs to another file: the old one is gone
+                self._forget(tailed, now, deleted=True)
+                if tailed.key in found:
+                    self._open(tailed.key, found[tailed.key][0], found[tailed.key][1], now)
+                continue
             self.read(tailed)
         for name, since in list(self._ended.items()):
             if any(f.name == name for f in self.files.values()):
@@ -402,14 +427,77 @@ class FileTailer:
         open_files = [f for f in self.files.values() if f.fd is not None]
         if len(open_files) < self.max_open:
             return
-        idle = sorted((f for f in open_files if f.seen is not None), key=lambda f: f.last_growth)
+        # never a rotated file being drained: once renamed away it may not be found again
+        idle = sorted(
+            (f for f in open_files if f.seen is not None and f.orphaned_at is None),
+            key=lambda f: f.last_growth,
+        )
         for tailed in idle[: len(open_files) - self.max_open + 1]:
             self._close(tailed)
 
     def _close(self, tailed: TailedFile) -> None:
         if tailed.fd is not None:
+            with contextlib.suppress(OSError):
+                tailed.tail = tail_fingerprint(tailed.fd, tailed.position)
             os.close(tailed.fd)
             tailed.fd = None
+
+    def _same_as_before(self, tailed: TailedFile, *, moved: bool = False) -> bool:
+        """Reopen a file whose descriptor was given back, if what is at its path is still it:
+        the same inode, the same first bytes and the same bytes before the offset (ext4 hands a
+        freed inode number to the next new file at once). False when it is another file. A file
+        nothing was read from has nothing to tell it by: found again under the globs it counts
+        as another (it is read afresh, nothing is lost). `moved` (its inode found under a rotated
+        name beside its path): itself only if its first bytes are those read (a renamed file
+        that was also truncated cannot be told from another on a reused inode)."""
+        if tailed.position == 0:
+            return False
+        try:
+            fd = os.open(tailed.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True  # gone from its path: the scan's rotation and deletion rules apply
+        except OSError:
+            counted = self._open_fd(tailed.path)  # counted and reported there
+            if counted is None:
+                return True  # cannot tell now: a scan tries again
+            fd = counted
+        st = os.fstat(fd)
+        same = (
+            f"{st.st_dev}:{st.st_ino}" == tailed.key
+            and same_file(fd, st.st_size, tailed.fingerprint)
+            and (
+                moved  # renamed: the first bytes tell it; read() goes on from where it was
+                or st.st_size < tailed.position  # truncated: read() starts it again
+                or tail_fingerprint(fd, tailed.position) == tailed.tail
+            )
+        )
+        if same and tailed.fd is None:
+            tailed.fd = fd
+        else:
+            os.close(fd)
+        return same
+
+    def _find_moved(self, tailed: TailedFile) -> None:
+        """A file renamed while its descriptor was given back (logrotate: `job.log` to
+        `job.log.1` beside it): found by its inode in its folder and drained."""
+        folder = os.path.dirname(tailed.path) or "."
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        globs = [src.path for src in self.sources if src.path is not None]
+        for entry in entries:
+            if any(fnmatch.fnmatchcase(entry.path, g.replace("**/", "*")) for g in globs):
+                continue  # a name the globs match is a file of its own (an inode reused)
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if f"{st.st_dev}:{st.st_ino}" == tailed.key and entry.is_file():
+                old_path, tailed.path = tailed.path, entry.path
+                if not self._same_as_before(tailed, moved=True):
+                    tailed.path = old_path
+                return
 
     def _open(self, key: str, path: str, source: Source, now: float) -> None:
         found = self._name(path, source)
@@ -426,7 +514,13 @@ class FileTailer:
         size = st.st_size
         stored = self.offsets.pop(key, None)
         position, resume, fresh, rewritten = 0, {}, True, False
-        if stored is not None and stored.offset <= size and same_file(fd, size, stored.fingerprint):
+        # a fingerprint of no bytes (an empty file's) identifies nothing: its state is not resumed
+        if (
+            stored is not None
+            and stored.offset <= size
+            and not stored.fingerprint.startswith("0:")
+            and same_file(fd, size, stored.fingerprint)
+        ):
             state = json.loads(stored.state or "{}")
             tail = state.get("tail")
             if tail is None or tail == tail_fingerprint(fd, stored.offset):
@@ -464,17 +558,9 @@ class FileTailer:
         self.read(tailed)
 
     def _reopen(self, tailed: TailedFile) -> bool:
-        """Open an idle file's path again: only if it is still the same file (inode and first
-        bytes); otherwise the scan will find what is there now."""
-        fd = self._open_fd(tailed.path)
-        if fd is None:
-            return False
-        st = os.fstat(fd)
-        if f"{st.st_dev}:{st.st_ino}" != tailed.key:
-            os.close(fd)
-            return False
-        tailed.fd = fd
-        return True
+        """Open a file whose descriptor was given back, if it is still the same file; otherwise
+        the next scan finds what is there now."""
+        return self._same_as_before(tailed) and tailed.fd is not None
 
     def _make_decoder(self, tailed: TailedFile) -> None:
         fmt = tailed.fmt
