@@ -10,10 +10,10 @@ from sidecar.config import Objective
 from sidecar.definitions import EpochConfig, MetricDefinition, template_fields
 from sidecar.formats import Format
 from sidecar.lines import decode_line
-from sidecar.logfile import FileStats, read_lines
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor
 from sidecar.report import printable
+from sidecar.sources.offline import FileStats, read_lines
 
 SHOWN = 5
 

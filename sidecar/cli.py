@@ -278,7 +278,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     matched_note = None
     if not args.preset and not logs and config.sources:
         # no logs given: what `run` would read now, the files the sources' globs match
-        from sidecar.globs import expand
+        from sidecar.sources.paths import expand
 
         globs = [s.path for s in config.sources if s.path is not None]
         logs = sorted({Path(p) for g in globs for p in expand(g).paths if Path(p).is_file()})

@@ -100,7 +100,7 @@ class EarlyStopping(StrictModel):
         return _enum_any_case(EarlyStoppingType)(value)
 
 
-class DockerSource(StrictModel):
+class DockerSourceConfig(StrictModel):
     """Containers to follow through the Docker (or Podman) Engine API, chosen by label."""
 
     # at least one: an empty selection would follow every container on the host, the sidecar too
@@ -110,14 +110,14 @@ class DockerSource(StrictModel):
     host: str | None = None
 
 
-class Source(StrictModel):
+class SourceConfig(StrictModel):
     """Where `run` reads logs: a glob of files (`path`), or containers (`docker`)."""
 
     path: str | None = Field(default=None, min_length=1)
     format: Literal["plain", "docker-json", "cri", "auto"] = "auto"
     job: str = "{stem}"
     job_regex: str | None = None
-    docker: DockerSource | None = None
+    docker: DockerSourceConfig | None = None
 
     @field_validator("job_regex")
     @classmethod
@@ -141,7 +141,7 @@ class Source(StrictModel):
         return ()
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Source:
+    def _one_kind(self) -> SourceConfig:
         if (self.path is None) == (self.docker is None):
             raise ValueError(
                 "set exactly one of `path` (a glob of log files) or `docker` (containers)"
@@ -227,7 +227,7 @@ class Config(StrictModel):
     metric_definitions: list[MetricDefinition] = Field(default_factory=list)
     epoch: EpochConfig = Field(default_factory=EpochConfig)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
-    sources: list[Source] = Field(default_factory=list)
+    sources: list[SourceConfig] = Field(default_factory=list)
     stop: Stop = Field(default_factory=Stop)
     store: str = Field(default=DEFAULT_STORE, min_length=1)
     http: Http = Field(default_factory=Http)

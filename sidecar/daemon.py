@@ -24,15 +24,15 @@ from prometheus_client import CollectorRegistry
 from sidecar.assemble import Decider, Parts, assemble
 from sidecar.config import Config, config_warnings
 from sidecar.consumer import Consumer
-from sidecar.docker_source import DockerLogSource
 from sidecar.http.health import add_health_routes
 from sidecar.http.server import HttpServer, Router, bind
 from sidecar.model import Chunk, JobEnded
 from sidecar.pipeline import Pipeline
+from sidecar.sources.docker import DockerLogSource
+from sidecar.sources.files import FileTailer, JobName
 from sidecar.stoppers import Stopper
 from sidecar.stoppers.factory import make_prober, make_stopper
 from sidecar.store import Store, open_store
-from sidecar.tail import FileTailer, JobName
 from sidecar.telemetry import Telemetry
 from sidecar.templates import template_context
 

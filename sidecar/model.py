@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -59,33 +60,38 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class FilePosition:
-    """Where a chunk of a file ends: what to commit with its values, and what a restart restores."""
+class Offset:
+    """How far one source file (or container stream) has been applied: the end of the last
+    complete line whose values are stored, committed in the same transaction as those values,
+    and what a restart needs to resume there."""
 
     node: str
-    file_key: str
-    fingerprint: str
+    file_key: str  # device:inode (a container: docker:<id>)
+    fingerprint: str  # of the first bytes: tells a reused inode from the same file
     path: str
     offset: int
-    state: dict[str, Any]  # the decoder's state after this chunk (pending partial lines)
-    resume: dict[str, Any]  # on a file's first chunk after a restart: the state stored for it
-    truncated: int = 0  # the decoder's running counts, for telemetry
-    bad_records: int = 0
-    fresh: bool = False  # the file is read from its start, not resumed: a new or truncated file
-    rewritten: bool = False  # found rewritten in place while the sidecar was down: a new run
+    state: Mapping[str, Any] = field(default_factory=dict)  # decoder and parser state (JSON)
 
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Complete lines of one job's log, as a source read them at `read_at` (monotonic seconds)."""
+    """Complete lines of one job's log, as a source read them at `read_at` (monotonic seconds),
+    with what is to be committed with their values (`offset`) and what the source knows of the
+    file besides."""
 
     tuning_job: str
     job: str
     lines: list[bytes]
     read_at: float
-    position: FilePosition | None = None  # None for sources without offsets (a child's pipes)
+    offset: Offset | None = None  # None for sources without offsets (a child's pipes)
     log_path: str = ""
     labels: dict[str, str] = field(default_factory=dict)  # extra template values (job_regex groups)
+    resume: Mapping[str, Any] = field(default_factory=dict)  # a file's first chunk after a
+    # restart: the state stored with its offset
+    cut_lines: int = 0  # the file decoder's running counts: lines cut at max_line_bytes,
+    bad_records: int = 0  # and records not of the format
+    fresh: bool = False  # the file is read from its start, not resumed: a new or truncated file
+    rewritten: bool = False  # found rewritten in place while the sidecar was down: a new run
 
 
 @dataclass(frozen=True, slots=True)

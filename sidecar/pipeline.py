@@ -10,11 +10,10 @@ store's when it is back) and shared history is refreshed with a short timeout an
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -25,16 +24,16 @@ from sidecar.lines import decode_line
 from sidecar.model import (
     Chunk,
     Decision,
-    FilePosition,
     JobEnded,
     JobStatus,
+    Offset,
     ParseCounts,
     Sample,
     StopFinished,
 )
 from sidecar.parse import Extractor, JobParser
 from sidecar.stoppers import StopRequest
-from sidecar.store import Batch, FileOffset, JobUpdate, Store, StoredJob, ValueRow
+from sidecar.store import Batch, JobUpdate, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
 from sidecar.templates import template_context
 from sidecar.writes import Registered
@@ -330,22 +329,21 @@ class Pipeline:
         return None
 
     def _chunk(self, chunk: Chunk) -> Continuation | None:
-        position = chunk.position
-        held = position is not None and bool(position.resume.get("held"))
-        resume = position.resume if position else None
+        held = bool(chunk.resume.get("held"))
+        resume = dict(chunk.resume)
         name = chunk.job
         current = self.current.get((chunk.tuning_job, name), name)
         if not chunk.lines and not held and (chunk.tuning_job, current) not in self.runtimes:
             # no line yet to register the job at: just move the offset
-            if position is not None:
-                self.write(Batch(offsets=[self._offset(position, None, current, name)]))
+            if chunk.offset is not None:
+                self.write(Batch(offsets=[self._offset(chunk.offset, None, current, name)]))
             return None
         job = self.job_key(
             chunk.tuning_job,
             name,
-            fresh=bool(chunk.lines) and position is not None and position.fresh,
+            fresh=bool(chunk.lines) and chunk.offset is not None and chunk.fresh,
             resume=resume,
-            rewritten=bool(chunk.lines) and position is not None and position.rewritten,
+            rewritten=bool(chunk.lines) and chunk.rewritten,
         )
         runtime = self.register(
             chunk.tuning_job, job, log_path=chunk.log_path, resume=resume, name=name
@@ -393,9 +391,9 @@ class Pipeline:
             state = engine.jobs[job]
             if not rest.decided and state.decision is not None:
                 self._warn_if_buffered(state.decision, rest.batch)
-            if chunk.position is not None:
+            if chunk.offset is not None:
                 rest.batch.offsets.append(
-                    self._offset(chunk.position, parser, job, runtime.name or job)
+                    self._offset(chunk.offset, parser, job, runtime.name or job)
                 )
         self.write(rest.batch)
         self._count(chunk, counts, rest.batch)
@@ -426,24 +424,16 @@ class Pipeline:
             batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
 
     @staticmethod
-    def _offset(
-        position: FilePosition, parser: JobParser | None, job: str, name: str
-    ) -> FileOffset:
-        state = dict(position.state)
+    def _offset(offset: Offset, parser: JobParser | None, job: str, name: str) -> Offset:
+        """The source's offset with what the parser must resume from added to its state."""
+        state = dict(offset.state)
         if job != name:
             state["job"] = job  # the attempt this file feeds, for a restart
         if parser is not None and parser.last_epoch is not None:
             state["last_epoch"] = parser.last_epoch
         if parser is not None and (held := parser.held()):
             state["held"] = held
-        return FileOffset(
-            position.node,
-            position.file_key,
-            position.fingerprint,
-            position.path,
-            position.offset,
-            json.dumps(state, sort_keys=True),
-        )
+        return replace(offset, state=state)
 
     def _count(self, chunk: Chunk, counts: ParseCounts, batch: Batch) -> None:
         """A chunk's telemetry, once per chunk (not once per value)."""
@@ -459,10 +449,10 @@ class Pipeline:
             per_metric[v.metric] = per_metric.get(v.metric, 0) + 1
         for metric, n in per_metric.items():
             t.metric_values.labels(t.metric_label(metric)).inc(n)
-        position = chunk.position
-        if position is not None:  # the decoder's running counts: lines cut, records malformed
-            before = self._file_counts.get(position.file_key, (0, 0))
-            now = (position.truncated, position.bad_records)
+        if chunk.offset is not None:  # the decoder's running counts: lines cut, records malformed
+            key = chunk.offset.file_key
+            before = self._file_counts.get(key, (0, 0))
+            now = (chunk.cut_lines, chunk.bad_records)
             for reason, old, new in (
                 ("line_too_long", before[0], now[0]),
                 ("bad_record", before[1], now[1]),
@@ -470,7 +460,7 @@ class Pipeline:
                 added = new - old if new >= old else new  # a new decoder counts from 0
                 if added:
                     t.parse_errors.labels(reason).inc(added)
-            self._file_counts[position.file_key] = now
+            self._file_counts[key] = now
 
     def _warn_if_buffered(self, decision: Decision, batch: Batch) -> None:
         """One warning when the read that stopped a job already held epochs well past the stop:

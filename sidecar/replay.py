@@ -11,11 +11,11 @@ from sidecar.config import Config, EarlyStoppingType
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import UsageError
 from sidecar.formats import Format
-from sidecar.logfile import FileStats, samples_by_line
 from sidecar.model import Decision, JobStatus, ParseCounts, Sample
 from sidecar.parse import Extractor, JobParser
 from sidecar.report import job_doc, objective_doc
 from sidecar.rule import JobHistory, Rule, Verdict, make_rule
+from sidecar.sources.offline import FileStats, samples_by_line
 from sidecar.store import Batch, JobUpdate, Store, ValueRow
 
 

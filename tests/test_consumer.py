@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.config import Config, load_config
 from sidecar.consumer import Consumer, Inbox
-from sidecar.model import Chunk, FilePosition
+from sidecar.model import Chunk, Offset
 from sidecar.pipeline import Pipeline
 from sidecar.store import Batch, open_store
 from sidecar.telemetry import Telemetry
@@ -35,8 +35,8 @@ regex_timeout_seconds: 0.02
 """
 
 
-def position(job: str, offset: int) -> FilePosition:
-    return FilePosition("n", f"1:{job}", "fp", f"/logs/{job}.log", offset, {}, {})
+def position(job: str, offset: int) -> Offset:
+    return Offset("n", f"1:{job}", "fp", f"/logs/{job}.log", offset)
 
 
 class Recorder:

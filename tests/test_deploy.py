@@ -24,7 +24,7 @@ import regex
 import yaml
 
 from sidecar.config import Config, load_config
-from sidecar.tail import job_for_path
+from sidecar.sources.files import job_for_path
 from sidecar.templates import render_template
 from tests.conftest import ROOT, skip_or_fail
 

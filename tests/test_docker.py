@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from sidecar.config import DockerSource, load_config, validate_config
-from sidecar.docker_source import DockerLogSource
+from sidecar.config import DockerSourceConfig, load_config, validate_config
 from sidecar.model import Chunk, Decision, JobEnded, JobStatus
+from sidecar.sources.docker import DockerLogSource
 from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopResult
 from sidecar.stoppers.docker import DockerStopper
 from sidecar.stoppers.factory import make_stopper
@@ -305,7 +305,7 @@ class Collected:
 
 def docker_source(url: str, labels: list[str], collected: Collected) -> DockerLogSource:
     return DockerLogSource(
-        DockerSource(labels=labels, host=url),
+        DockerSourceConfig(labels=labels, host=url),
         node="n",
         tuning_job="default-tj",
         max_line_bytes=1 << 20,

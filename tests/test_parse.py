@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from sidecar.definitions import EpochConfig, MetricDefinition
 from sidecar.lines import decode_line
-from sidecar.logfile import FileStats, samples_by_line
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import CompiledDefinition, Extractor, JobParser, parse_epoch, parse_number
+from sidecar.sources.offline import FileStats, samples_by_line
 
 AWS_XGBOOST_AUC = r".*\[[0-9]+\].*#011validation-auc:([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?).*"
 TEMPLATED = r"(?P<set>\w+)-(?P<metric>\w+):(?P<value>[-+0-9.eE]+|nan|inf)"

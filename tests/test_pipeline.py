@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import load_config
-from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
+from sidecar.model import Chunk, JobEnded, JobStatus, Offset
 from sidecar.pipeline import Pipeline
 from sidecar.store import open_store
 from sidecar.telemetry import Telemetry
@@ -57,16 +57,8 @@ def pipeline_for(store_url: str, *, max_values: int = 100_000) -> Decisions:
     return with_buffer(config, store_url, max_values=max_values, dry_run=True)
 
 
-def position(offset: int, resume: dict[str, object] | None = None) -> FilePosition:
-    return FilePosition(
-        node="n",
-        file_key="1:1",
-        fingerprint="f",
-        path=str(LOG),
-        offset=offset,
-        state={},
-        resume=resume or {},
-    )
+def position(offset: int) -> Offset:
+    return Offset(node="n", file_key="1:1", fingerprint="f", path=str(LOG), offset=offset)
 
 
 def held_cuts(lines: list[bytes]) -> list[int]:
@@ -134,10 +126,17 @@ class TestRedrawnBars:
         first.store.close()
 
         second = pipeline_for(url)
-        resume = json.loads(saved.state)
+        resume = dict(saved.state)
         rest = lines[n:]
         second.handle(
-            Chunk("sample-lightning", LOG.stem, rest, 0.0, position(len(b"".join(lines)), resume))
+            Chunk(
+                "sample-lightning",
+                LOG.stem,
+                rest,
+                0.0,
+                position(len(b"".join(lines))),
+                resume=resume,
+            )
         )
         second.handle(JobEnded("sample-lightning", LOG.stem, JobStatus.COMPLETED, "file deleted"))
         second.flush()

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from sidecar.logfile import FileStats, samples_by_line
 from sidecar.model import Sample
 from sidecar.parse import Extractor
 from sidecar.presets import load_preset, preset_names
+from sidecar.sources.offline import FileStats, samples_by_line
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_LOGS = ROOT / "sample_logs"

@@ -25,12 +25,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from sidecar.config import Config, Source, load_config, validate_config
+from sidecar.config import Config, SourceConfig, load_config, validate_config
 from sidecar.model import Decision
+from sidecar.sources.files import job_for_path
 from sidecar.stoppers import PermanentStopError, StopDispatcher, StopError, StopRequest, StopResult
 from sidecar.stoppers.factory import make_stopper
 from sidecar.stoppers.kubernetes import KubernetesStopper
-from sidecar.tail import job_for_path
 from sidecar.templates import template_context
 from tests.tail_helpers import ROOT, History, ThreadedDaemon, wait_for
 
@@ -206,7 +206,7 @@ def kubeconfig(api: FakeKubernetesApiServer, tmp_path: Path) -> Path:
 
 def labels_for(path: str, regex: str) -> tuple[str, dict[str, str]]:
     """The job name and template values the tailer takes from a kubelet log path."""
-    found = job_for_path(path, Source(path="/var/log/pods/*/*/*.log", job_regex=regex), "tj")
+    found = job_for_path(path, SourceConfig(path="/var/log/pods/*/*/*.log", job_regex=regex), "tj")
     assert found is not None, path
     name, labels = found
     return name.job, labels

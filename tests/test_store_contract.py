@@ -13,8 +13,8 @@ import pytest
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import SchemaVersionError, StoreError
-from sidecar.model import Decision, JobStatus
-from sidecar.store import Batch, FileOffset, JobUpdate, Store, ValueRow, open_store
+from sidecar.model import Decision, JobStatus, Offset
+from sidecar.store import Batch, JobUpdate, Store, ValueRow, open_store
 from sidecar.store import postgres as pg_store
 from sidecar.store import sqlite as sqlite_store
 
@@ -187,7 +187,7 @@ class TestValues:
     def test_a_failing_batch_leaves_nothing_behind(self, store: Store) -> None:
         """Values, updates and offsets commit together or not at all; the error is a StoreError."""
         store.register_job("t", "a")
-        good = FileOffset("node1", "1:2", "fp", "/x.log", 100)
+        good = Offset("node1", "1:2", "fp", "/x.log", 100)
         store.apply(Batch(values=[ValueRow("t", "a", "val_loss", 1, 1.0)], offsets=[good]))
         bad = Batch(
             values=[
@@ -195,7 +195,7 @@ class TestValues:
                 ValueRow("t", "a", None, 3, 0.5),  # type: ignore[arg-type]
             ],
             updates=[JobUpdate("t", "a", JobStatus.COMPLETED)],
-            offsets=[FileOffset("node1", "1:2", "fp", "/x.log", 200)],
+            offsets=[Offset("node1", "1:2", "fp", "/x.log", 200)],
         )
         with pytest.raises(StoreError, match="apply"):
             store.apply(bad)
@@ -214,15 +214,11 @@ class TestOffsets:
     def test_offsets_are_per_node_and_replaced(self, store: Store, node2: Store) -> None:
         """Each node sees only its own offsets; a later offset replaces the earlier one."""
         store.apply(
-            Batch(
-                offsets=[FileOffset("n1", "k", "f", "/a", 1), FileOffset("n2", "k", "f", "/a", 2)]
-            )
+            Batch(offsets=[Offset("n1", "k", "f", "/a", 1), Offset("n2", "k", "f", "/a", 2)])
         )
-        node2.apply(Batch(offsets=[FileOffset("n2", "k", "g", "/b", 7, '{"last_epoch": 3}')]))
-        assert store.offsets("n1") == {"k": FileOffset("n1", "k", "f", "/a", 1)}
-        assert store.offsets("n2") == {
-            "k": FileOffset("n2", "k", "g", "/b", 7, '{"last_epoch": 3}')
-        }
+        node2.apply(Batch(offsets=[Offset("n2", "k", "g", "/b", 7, {"last_epoch": 3})]))
+        assert store.offsets("n1") == {"k": Offset("n1", "k", "f", "/a", 1)}
+        assert store.offsets("n2") == {"k": Offset("n2", "k", "g", "/b", 7, {"last_epoch": 3})}
         assert store.offsets("n3") == {}
         assert store.ping()
 

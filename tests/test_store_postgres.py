@@ -17,9 +17,9 @@ import pytest
 from sidecar.config import EarlyStopping, Objective, ObjectiveType
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import StoreError
-from sidecar.model import JobStatus, Sample
+from sidecar.model import JobStatus, Offset, Sample
 from sidecar.rule import SageMakerMedianRule
-from sidecar.store import Batch, FileOffset, JobUpdate, StoredJob, ValueRow
+from sidecar.store import Batch, JobUpdate, StoredJob, ValueRow
 from tests.conftest import ROOT, PrivateServer, closed_port, in_ci, with_query
 
 try:
@@ -356,7 +356,7 @@ def exercise(store: PostgresStore) -> None:
         Batch(
             values=[ValueRow("t", "a", "loss", 1, 0.5)],
             updates=[JobUpdate("t", "a", JobStatus.COMPLETED)],
-            offsets=[FileOffset("n", "k", "f", "/a", 3)],
+            offsets=[Offset("n", "k", "f", "/a", 3)],
         )
     )
     cursor, changed = store.changes("t", "loss", 0)

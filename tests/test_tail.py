@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.config import Source
+from sidecar.config import SourceConfig
 from sidecar.model import Chunk, JobEnded, JobStatus
-from sidecar.store import FileOffset
-from sidecar.tail import FileTailer
+from sidecar.sources.files import FileTailer
 from tests.tail_helpers import (
     DaemonProcess,
     History,
@@ -561,11 +560,11 @@ class TestPollingOnly:
     def tailer(
         logs: Path,
         items: list[Chunk | JobEnded],
-        offsets: dict[str, FileOffset] | None = None,
+        offsets: dict[str] | None = None,
         idle_timeout: float = 0.0,
     ) -> FileTailer:
         return FileTailer(
-            [Source(path=f"{logs}/*.log")],
+            [SourceConfig(path=f"{logs}/*.log")],
             node="n",
             tuning_job="t",
             max_line_bytes=1 << 20,
@@ -590,9 +589,9 @@ class TestPollingOnly:
             assert collect(items) == lines(1, 6).splitlines()
             chunks = [i for i in items if isinstance(i, Chunk)]
             assert {c.job for c in chunks} == {"job"}
-            assert chunks[-1].position is not None
-            assert chunks[-1].position.offset == job.stat().st_size
-            offsets = [c.position.offset for c in chunks if c.position]
+            assert chunks[-1].offset is not None
+            assert chunks[-1].offset.offset == job.stat().st_size
+            offsets = [c.offset.offset for c in chunks if c.offset]
             assert offsets == sorted(offsets)
         finally:
             tailer.stop()
@@ -627,19 +626,11 @@ class TestPollingOnly:
             wait_for(lambda: len(collect(items)) >= 4)
         finally:
             first.stop()
-        position = [i for i in items if isinstance(i, Chunk)][-1].position
-        assert position is not None
-        stored = FileOffset(
-            position.node,
-            position.file_key,
-            position.fingerprint,
-            position.path,
-            position.offset,
-            json.dumps(position.state),
-        )
+        stored = [i for i in items if isinstance(i, Chunk)][-1].offset
+        assert stored is not None
         append(job, b"5\n" + lines(6, 7))
         resumed: list[Chunk | JobEnded] = []
-        second = self.tailer(logs, resumed, offsets={position.file_key: stored})
+        second = self.tailer(logs, resumed, offsets={stored.file_key: stored})
         second.start()
         try:
             wait_for(lambda: len(collect(resumed)) >= 3)

@@ -52,10 +52,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sidecar.config import Source
-from sidecar.model import Chunk, JobEnded
-from sidecar.store import FileOffset
-from sidecar.tail import FINGERPRINT_BYTES, ROTATE_WAIT_SECONDS, FileTailer
+from sidecar.config import SourceConfig
+from sidecar.model import Chunk, JobEnded, Offset
+from sidecar.sources.files import FINGERPRINT_BYTES, ROTATE_WAIT_SECONDS, FileTailer
 
 JOBS = ("job-a", "job-b")
 # more examples to hunt bugs: SIDECAR_TEST_TAIL_MODEL_EXAMPLES=2000
@@ -147,7 +146,7 @@ class TailerModel(RuleBasedStateMachine):
         # the consumer: chunks received and not committed; the store: lines applied, offsets
         self.pending: list[Chunk] = []
         self.applied: dict[str, list[bytes]] = {job: [] for job in JOBS}
-        self.offsets: dict[str, FileOffset] = {}
+        self.offsets: dict[str, Offset] = {}
         # the writers: complete lines in the order written, the line being written, if any,
         # and the renamed file a writer still appends to
         self.written: dict[str, list[bytes]] = {job: [] for job in JOBS}
@@ -160,14 +159,14 @@ class TailerModel(RuleBasedStateMachine):
         self.current: dict[str, int | None] = dict.fromkeys(JOBS)
         self.seen: set[int] = set()
         self.held = 0  # files kept aside so that a new file does not get a recycled inode
-        self.started_with: dict[str, FileOffset] = {}
+        self.started_with: dict[str, Offset] = {}
         self.tailer: FileTailer | None = self._tailer()
 
     # the daemon --------------------------------------------------------------------------
     def _tailer(self) -> FileTailer:
         self.started_with = dict(self.offsets)
         return FileTailer(
-            [Source(path=f"{self.logs}/*.log", format="plain")],
+            [SourceConfig(path=f"{self.logs}/*.log", format="plain")],
             node="n",
             tuning_job="t",
             max_line_bytes=1 << 16,
@@ -181,11 +180,11 @@ class TailerModel(RuleBasedStateMachine):
     def _emit(self, item: Chunk | JobEnded) -> None:
         if isinstance(item, JobEnded):
             return
-        assert isinstance(item, Chunk) and item.position is not None, item
+        assert isinstance(item, Chunk) and item.offset is not None, item
         assert item.job in JOBS, item.job
         if item.lines and is_banner(item.lines[0]) and not self._resumed_at_zero(item):
             # a file read from its start (new, or rewritten in place): its lines start a run
-            assert item.position.fresh, f"{item.lines[0][:40]!r}... read from the start, not fresh"
+            assert item.fresh, f"{item.lines[0][:40]!r}... read from the start, not fresh"
         self.pending.append(item)
 
     def _resumed_at_zero(self, chunk: Chunk) -> bool:
@@ -193,24 +192,25 @@ class TailerModel(RuleBasedStateMachine):
         there, not fresh, whatever the file holds now. (Stored after a truncation, the
         fingerprint of 0 bytes matches any file: a new file on the recycled inode resumes the
         old one's stored state. Not checked here.)"""
-        assert chunk.position is not None
-        stored = self.started_with.get(chunk.position.file_key)
+        assert chunk.offset is not None
+        stored = self.started_with.get(chunk.offset.file_key)
         return stored is not None and stored.offset == 0
 
     def _commit(self, count: int) -> None:
         """The consumer applies the first `count` chunks: their lines, then their offsets."""
         done, self.pending = self.pending[:count], self.pending[count:]
         for chunk in done:
-            position = chunk.position
-            assert position is not None
+            offset = chunk.offset
+            assert offset is not None
             self.applied[chunk.job].extend(chunk.lines)
-            self.offsets[position.file_key] = FileOffset(
-                position.node,
-                position.file_key,
-                position.fingerprint,
-                position.path,
-                position.offset,
-                json.dumps(position.state),
+            # what the store gives back: the state through JSON, as the consumer commits it
+            self.offsets[offset.file_key] = Offset(
+                offset.node,
+                offset.file_key,
+                offset.fingerprint,
+                offset.path,
+                offset.offset,
+                json.loads(json.dumps(dict(offset.state))),
             )
 
     def _emitted(self) -> set[bytes]:
@@ -635,7 +635,7 @@ class Stepped:
         self.now = 1000.0
         self.items: list[Chunk | JobEnded] = []
         self.tailer = FileTailer(
-            [Source(path=f"{logs}/*.log", format="plain")],
+            [SourceConfig(path=f"{logs}/*.log", format="plain")],
             node="n",
             tuning_job="t",
             max_line_bytes=1 << 16,

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from sidecar.config import Objective
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.model import JobStatus
-from sidecar.store import Batch, FileOffset, JobUpdate, ValueRow, open_store
+from sidecar.model import JobStatus, Offset
+from sidecar.store import Batch, JobUpdate, ValueRow, open_store
 from sidecar.store.sqlite import SqliteStore
 from sidecar.telemetry import Telemetry
 from sidecar.writes import Registered, WriteBuffer, merged
@@ -105,8 +105,8 @@ class TestMerged:
         assert [o.offset for o in both.offsets] == [20]
 
 
-def offset(at: int) -> FileOffset:
-    return FileOffset("n", "1:1", "fp", "/logs/a.log", at)
+def offset(at: int) -> Offset:
+    return Offset("n", "1:1", "fp", "/logs/a.log", at)
 
 
 class TestWriteBuffer:

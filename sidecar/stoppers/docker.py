@@ -6,30 +6,12 @@ import math
 import threading
 from typing import Any
 
+from sidecar.docker_api import LIVE_STATES, docker_client
 from sidecar.errors import ConfigError
 from sidecar.stoppers import StopError, StopRequest, StopResult
 from sidecar.templates import render_template
 
 PROBE_TIMEOUT = 2.0  # seconds for one liveness question to the engine
-# states in which a container still has (or may get) processes to stop
-LIVE_STATES = ("running", "restarting", "paused", "created")
-
-
-def docker_client(host: str | None, *, timeout: float = 60.0) -> Any:
-    """A `docker.DockerClient` for `host`, or from DOCKER_HOST (else the local socket).
-
-    `timeout` bounds each API call in seconds (log streams are read without one)."""
-    try:
-        import docker
-    except ImportError:
-        raise ConfigError(
-            "the docker backend and source need the docker extra: "
-            "pip install 'early-stopping-sidecar[docker]'"
-        ) from None
-    seconds = math.ceil(timeout)
-    if host:
-        return docker.DockerClient(base_url=host, timeout=seconds)
-    return docker.from_env(timeout=seconds)
 
 
 class DockerStopper:

@@ -8,7 +8,6 @@ from pathlib import Path
 from sidecar.errors import StoreError
 from sidecar.store.records import (
     Batch,
-    FileOffset,
     JobUpdate,
     Store,
     StoredJob,
@@ -22,7 +21,6 @@ from sidecar.store.sqlite import MEMORY, SqliteStore, sqlite_path
 
 __all__ = [
     "Batch",
-    "FileOffset",
     "JobUpdate",
     "Store",
     "StoreError",

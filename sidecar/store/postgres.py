@@ -17,6 +17,7 @@ Every psycopg error is raised as a StoreError naming the store (password hidden)
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -30,15 +31,15 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.model import JobStatus
+from sidecar.model import JobStatus, Offset
 from sidecar.store.migrations import pending, statements
 from sidecar.store.records import (
     Batch,
-    FileOffset,
     StoredJob,
     decision_from_json,
     decision_to_json,
     from_column,
+    state_json,
     to_column,
 )
 
@@ -381,7 +382,15 @@ class PostgresStore:
                         " byte_offset = excluded.byte_offset, state = excluded.state,"
                         " updated_at = excluded.updated_at",
                         [
-                            (o.node, o.file_key, o.fingerprint, o.path, o.offset, o.state, now)
+                            (
+                                o.node,
+                                o.file_key,
+                                o.fingerprint,
+                                o.path,
+                                o.offset,
+                                state_json(o),
+                                now,
+                            )
                             for o in batch.offsets
                         ],
                     )
@@ -488,7 +497,7 @@ class PostgresStore:
             jobs.append(stored)
         return int(rows[0][0]), jobs
 
-    def offsets(self, node: str) -> dict[str, FileOffset]:
+    def offsets(self, node: str) -> dict[str, Offset]:
         def work(conn: Connection) -> list[TupleRow]:
             return conn.execute(
                 "SELECT file_key, fingerprint, path, byte_offset, state FROM source_offsets"
@@ -498,7 +507,7 @@ class PostgresStore:
 
         rows = self._run(f"read offsets of node {node!r}", work)
         return {
-            key: FileOffset(node, key, fp, path, int(off), state)
+            key: Offset(node, key, fp, path, int(off), json.loads(state or "{}"))
             for key, fp, path, off, state in rows
         }
 

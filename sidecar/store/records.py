@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sidecar.config import Objective
-from sidecar.model import Decision, JobStatus
+from sidecar.model import Decision, JobStatus, Offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +32,6 @@ class JobUpdate:
     decision: Decision | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FileOffset:
-    """How far a file has been applied: the end of its last complete line whose values are stored."""
-
-    node: str
-    file_key: str  # device:inode
-    fingerprint: str  # hash of the file's first bytes, to tell a reused inode from the same file
-    path: str
-    offset: int
-    state: str = "{}"  # JSON: the decoder's pending partial lines and the parser's last epoch
-
-
 @dataclass(slots=True)
 class Batch:
     """Everything one step applies, committed in one transaction (values with their offsets).
@@ -53,7 +41,7 @@ class Batch:
 
     values: list[ValueRow] = field(default_factory=list)
     updates: list[JobUpdate] = field(default_factory=list)
-    offsets: list[FileOffset] = field(default_factory=list)
+    offsets: list[Offset] = field(default_factory=list)
     registrations: list[tuple[str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -112,7 +100,7 @@ class Store(Protocol):
         values, and the cursor to pass next time. Lets a process follow others' writes."""
         ...
 
-    def offsets(self, node: str) -> dict[str, FileOffset]:
+    def offsets(self, node: str) -> dict[str, Offset]:
         """This node's file offsets, by file key."""
         ...
 
@@ -168,3 +156,8 @@ def to_column(value: float) -> float | None:
 def from_column(value: float | None) -> float:
     """Inverse of `to_column`."""
     return math.nan if value is None else float(value)
+
+
+def state_json(offset: Offset) -> str:
+    """An offset's state as the JSON text a store's table holds."""
+    return json.dumps(dict(offset.state), sort_keys=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -11,15 +12,15 @@ from pathlib import Path
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.model import JobStatus
+from sidecar.model import JobStatus, Offset
 from sidecar.store.migrations import pending, statements
 from sidecar.store.records import (
     Batch,
-    FileOffset,
     StoredJob,
     decision_from_json,
     decision_to_json,
     from_column,
+    state_json,
     to_column,
 )
 
@@ -272,7 +273,7 @@ class SqliteStore:
                     " byte_offset = excluded.byte_offset, state = excluded.state,"
                     " updated_at = excluded.updated_at",
                     [
-                        (o.node, o.file_key, o.fingerprint, o.path, o.offset, o.state, now)
+                        (o.node, o.file_key, o.fingerprint, o.path, o.offset, state_json(o), now)
                         for o in batch.offsets
                     ],
                 )
@@ -375,7 +376,7 @@ class SqliteStore:
                 series.sort(key=lambda item: item[0])
         return cursor, list(jobs.values())
 
-    def offsets(self, node: str) -> dict[str, FileOffset]:
+    def offsets(self, node: str) -> dict[str, Offset]:
         with self._transaction(f"read offsets of node {node!r}", write=False) as db:
             rows = db.execute(
                 "SELECT file_key, fingerprint, path, byte_offset, state FROM source_offsets"
@@ -383,7 +384,7 @@ class SqliteStore:
                 (node,),
             ).fetchall()
         return {
-            key: FileOffset(node, key, fp, path, int(off), state)
+            key: Offset(node, key, fp, path, int(off), json.loads(state or "{}"))
             for key, fp, path, off, state in rows
         }
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import structlog
 
-log = structlog.get_logger("sidecar.wake")
+log = structlog.get_logger("sidecar.sources.wake")
 
 GLOB_CHARS = frozenset("*?[")
 

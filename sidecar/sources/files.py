@@ -6,7 +6,7 @@ state to commit alongside their values. It never commits anything itself: what t
 committed is where a restart resumes.
 
 Bounded whatever the files do: globs are expanded without following a directory twice
-(sidecar/globs.py); at most `max_open` files are open at once — past that, the files read to
+(sidecar/sources/paths.py); at most `max_open` files are open at once — past that, the files read to
 their end longest ago give their descriptor back and are reopened when they change, checked to
 be the same file (inode, first bytes, and the bytes before the offset: an inode number can be
 reused), so thousands of files work under a 1024-descriptor limit; a user regex on a path runs
@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fnmatch
 import hashlib
-import json
 import os
 import resource
 import stat
@@ -33,23 +32,21 @@ from typing import TYPE_CHECKING, Any
 import regex
 import structlog
 
-from sidecar.config import Source
+from sidecar.config import SourceConfig
 from sidecar.formats import Decoder, Format, detect_format, make_decoder
-from sidecar.globs import expand
-from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
-from sidecar.store import FileOffset
+from sidecar.model import Chunk, JobEnded, JobStatus, Offset
+from sidecar.sources import POLL_SECONDS, READ_SIZE, Emit
+from sidecar.sources.paths import expand
+from sidecar.sources.wake import Waker, Watcher
 from sidecar.templates import render_template
-from sidecar.wake import Waker, Watcher
 
 if TYPE_CHECKING:
     from sidecar.telemetry import Telemetry
 
-log = structlog.get_logger("sidecar.tail")
+log = structlog.get_logger("sidecar.sources.files")
 
-READ_SIZE = 1 << 20
 FINGERPRINT_BYTES = 1024
 RECONCILE_SECONDS = 1.0
-POLL_SECONDS = 0.25
 ROTATE_WAIT_SECONDS = 5.0
 FD_RESERVE = 128  # descriptors left for sockets, the store, watches, stops
 ERROR_BACKOFF = (1.0, 30.0)  # seconds the thread waits after an unexpected error, doubling
@@ -60,7 +57,6 @@ PROBE_MAX_INTERVAL = 10.0
 # a process never seen alive (a stale pid file?) ends the job only once its files are this quiet
 EXIT_QUIET_SECONDS = 10.0
 
-Emit = Callable[[Chunk | JobEnded], None]
 # (job, one of its log paths, its template labels) -> is its process alive (None: cannot tell)
 Probe = Callable[["JobName", str, dict[str, str]], bool | None]
 
@@ -104,7 +100,7 @@ class JobName:
 
 
 def job_for_path(
-    path: str, source: Source, default_tuning_job: str, *, timeout: float = 1.0
+    path: str, source: SourceConfig, default_tuning_job: str, *, timeout: float = 1.0
 ) -> tuple[JobName, dict[str, str]] | None:
     """A file's job from its path — `job_regex` groups, else the `job` template ({stem} {name}
     {parent}) — and the regex's other groups, which stop templates may use (`{namespace}`).
@@ -162,12 +158,12 @@ class FileTailer:
 
     def __init__(
         self,
-        sources: Sequence[Source],
+        sources: Sequence[SourceConfig],
         *,
         node: str,
         tuning_job: str,
         max_line_bytes: int,
-        offsets: Mapping[str, FileOffset],
+        offsets: Mapping[str, Offset],
         emit: Emit,
         idle_timeout: float = 0.0,
         waker: Waker | None = None,
@@ -302,7 +298,7 @@ class FileTailer:
 
     def scan(self) -> None:
         """Match the globs; drain files that went away, then open new ones, then read all."""
-        found: dict[str, tuple[str, Source]] = {}
+        found: dict[str, tuple[str, SourceConfig]] = {}
         stats: dict[str, os.stat_result] = {}
         for source in self.sources:
             if source.path is None:
@@ -386,7 +382,7 @@ class FileTailer:
         else:
             self.unreadable = None
 
-    def _name(self, path: str, source: Source) -> tuple[JobName, dict[str, str]] | None:
+    def _name(self, path: str, source: SourceConfig) -> tuple[JobName, dict[str, str]] | None:
         """A file's job, or None (skipped, counted, logged once) when `job_regex` cannot say."""
         try:
             found = job_for_path(path, source, self.tuning_job, timeout=self.regex_timeout)
@@ -499,7 +495,7 @@ class FileTailer:
                     tailed.path = old_path
                 return
 
-    def _open(self, key: str, path: str, source: Source, now: float) -> None:
+    def _open(self, key: str, path: str, source: SourceConfig, now: float) -> None:
         found = self._name(path, source)
         if found is None:
             return
@@ -521,7 +517,7 @@ class FileTailer:
             and not stored.fingerprint.startswith("0:")
             and same_file(fd, size, stored.fingerprint)
         ):
-            state = json.loads(stored.state or "{}")
+            state = dict(stored.state)
             tail = state.get("tail")
             if tail is None or tail == tail_fingerprint(fd, stored.offset):
                 position, fresh, resume = stored.offset, False, state
@@ -635,15 +631,24 @@ class FileTailer:
         state: dict[str, Any] = {"format": tailed.fmt, **decoder.state()}
         if decoder.offset:
             state["tail"] = tail_fingerprint(tailed.fd, decoder.offset)
-        position = FilePosition(
+        offset = Offset(
             node=self.node,
             file_key=tailed.key,
             fingerprint=tailed.fingerprint,
             path=tailed.path,
             offset=decoder.offset,
             state=state,
+        )
+        chunk = Chunk(
+            tuning_job=tailed.name.tuning_job,
+            job=tailed.name.job,
+            lines=lines,
+            read_at=read_at,
+            offset=offset,
+            log_path=tailed.path,
+            labels=tailed.labels,
             resume=tailed.resume,
-            truncated=decoder.truncated,
+            cut_lines=decoder.truncated,
             bad_records=decoder.errors,
             fresh=tailed.fresh,
             rewritten=tailed.rewritten,
@@ -656,17 +661,7 @@ class FileTailer:
         if lines and tailed.name in self._exit_reported:  # it speaks again: a process anew
             self._exit_reported.discard(tailed.name)
             self._probes.pop(tailed.name, None)
-        self.emit(
-            Chunk(
-                tuning_job=tailed.name.tuning_job,
-                job=tailed.name.job,
-                lines=lines,
-                read_at=read_at,
-                position=position,
-                log_path=tailed.path,
-                labels=tailed.labels,
-            )
-        )
+        self.emit(chunk)
 
     def _restart(self, tailed: TailedFile, size: int) -> None:
         """copytruncate, or a file rewritten in place: read it again from the start."""

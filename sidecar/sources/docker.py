@@ -12,24 +12,22 @@ timestamps are too coarse on some versions to resume by time exactly).
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from sidecar.config import DockerSource
+from sidecar.config import DockerSourceConfig
+from sidecar.docker_api import LIVE_STATES, docker_client
 from sidecar.lines import LineSplitter
-from sidecar.model import Chunk, FilePosition, JobEnded, JobStatus
-from sidecar.stoppers.docker import LIVE_STATES, docker_client
-from sidecar.store import FileOffset
+from sidecar.model import Chunk, JobEnded, JobStatus, Offset
+from sidecar.sources import Emit
 
 log = structlog.get_logger("sidecar.docker")
 
-Emit = Callable[[Chunk | JobEnded], None]
-POLL_SECONDS = 1.0
+DISCOVER_SECONDS = 1.0  # how often the engine is asked for new containers
 
 
 class DockerLogSource:
@@ -37,12 +35,12 @@ class DockerLogSource:
 
     def __init__(
         self,
-        source: DockerSource,
+        source: DockerSourceConfig,
         *,
         node: str,
         tuning_job: str,
         max_line_bytes: int,
-        offsets: Mapping[str, FileOffset],
+        offsets: Mapping[str, Offset],
         emit: Emit,
         client: Any = None,
     ) -> None:
@@ -115,7 +113,7 @@ class DockerLogSource:
                 )
                 self.followed[container.id] = thread
                 thread.start()
-            self._stop.wait(POLL_SECONDS)
+            self._stop.wait(DISCOVER_SECONDS)
 
     def _list(self) -> list[Any]:
         """The labelled containers; none while the engine is unreachable (it may be starting or
@@ -144,7 +142,7 @@ class DockerLogSource:
         stored = self.offsets.get(f"docker:{container_id}")
         if stored is None:
             return {}
-        state: dict[str, Any] = json.loads(stored.state or "{}")
+        state: dict[str, Any] = dict(stored.state)
         return state
 
     def _names(self, container: Any) -> tuple[str, str, dict[str, str]]:
@@ -164,30 +162,29 @@ class DockerLogSource:
         fresh = [skip == 0]  # a container followed from its first byte: a run starts
 
         def send(lines: list[bytes], read_at: float, *, done: bool = False) -> None:
-            position = FilePosition(
+            path = f"docker://{labels['container']}"
+            offset = Offset(
                 node=self.node,
                 file_key=key,
                 fingerprint=container.id,
-                path=f"docker://{labels['container']}",
+                path=path,
                 offset=splitter.offset,
                 state={"done": True} if done else {},
-                resume={},
-                truncated=splitter.truncated,
+            )
+            chunk = Chunk(
+                tuning_job,
+                job,
+                lines,
+                read_at,
+                offset=offset,
+                log_path=path,
+                labels=labels,
+                cut_lines=splitter.truncated,
                 fresh=fresh[0],
             )
             if lines:
                 fresh[0] = False
-            self.emit(
-                Chunk(
-                    tuning_job,
-                    job,
-                    lines,
-                    read_at,
-                    position=position,
-                    log_path=position.path,
-                    labels=labels,
-                )
-            )
+            self.emit(chunk)
 
         try:
             stream = self.client.api.logs(
