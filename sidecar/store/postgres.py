@@ -168,8 +168,8 @@ def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         text += (
-            " (the database user needs the privileges listed in the README, "
-            "'Shared history on PostgreSQL')"
+            " (the database user needs the privileges listed in docs/shared-history.md, "
+            "'Privileges')"
         )
     return text
 

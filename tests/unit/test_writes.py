@@ -21,7 +21,7 @@ from sidecar.store import Batch, JobUpdate, ValueRow, open_store
 from sidecar.store.sqlite import SqliteStore
 from sidecar.telemetry import Telemetry
 from sidecar.writes import Registered, WriteBuffer, merged
-from tests.tail_helpers import wait_for
+from tests.helpers import wait_for
 
 OBJECTIVE = Objective(metric="loss")
 

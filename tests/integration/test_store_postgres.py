@@ -368,7 +368,7 @@ def exercise(store: PostgresStore) -> None:
 
 
 class TestPrivileges:
-    """The GRANTs the README lists are enough, and a missing one is named."""
+    """The GRANTs docs/shared-history.md lists are enough, and a missing one is named."""
 
     @pytest.mark.parametrize("grants", ["default privileges", "after migrating"])
     def test_runtime_role_with_the_documented_grants(
@@ -392,7 +392,9 @@ class TestPrivileges:
             sql(postgres_url, statement)
 
         # the runtime role cannot create the tables itself, and says what is missing
-        with pytest.raises(StoreError, match=r"permission denied.*privileges listed in the README"):
+        with pytest.raises(
+            StoreError, match=r"permission denied.*privileges listed in docs/shared-history.md"
+        ):
             PostgresStore(as_role(postgres_url, runtime))
 
         PostgresStore(as_role(postgres_url, owner)).close()  # the first run, as the owner

@@ -1,4 +1,6 @@
-"""Tailing logs exactly once: real files, real daemon processes, kill -9, rotation, formats.
+"""Tailing logs exactly once with the real daemon as a process: one test per file behaviour
+(appending, partial lines, rotation, copytruncate, deletion, kill -9 restarts, container
+formats, job ends), the store read back after each.
 
 Writers append sequence-numbered lines `seq=1`, `seq=2`, ... The config has one metric `seq` and
 no epoch regex, so epochs are ordinal: when every line is applied exactly once and in order, the
@@ -15,15 +17,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from sidecar.config import SourceConfig
-from sidecar.model import Chunk, JobEnded, JobStatus
-from sidecar.sources.files import FileTailer
-from tests.tail_helpers import (
+from tests.helpers import (
     DaemonProcess,
     History,
     ThreadedDaemon,
@@ -547,151 +545,3 @@ class TestJobLifecycle:
             assert history.wait_values(8) == seq(8)
             history.wait_status("Running")
         assert history.values() == seq(8)
-
-
-def collect(items: list[Chunk | JobEnded]) -> list[bytes]:
-    return [line for item in list(items) if isinstance(item, Chunk) for line in item.lines]
-
-
-class TestPollingOnly:
-    """Without inotify (`watch=False`) the periodic poll alone finds files and their lines."""
-
-    @staticmethod
-    def tailer(
-        logs: Path,
-        items: list[Chunk | JobEnded],
-        offsets: dict[str] | None = None,
-        idle_timeout: float = 0.0,
-    ) -> FileTailer:
-        return FileTailer(
-            [SourceConfig(path=f"{logs}/*.log")],
-            node="n",
-            tuning_job="t",
-            max_line_bytes=1 << 20,
-            offsets=offsets or {},
-            emit=items.append,
-            idle_timeout=idle_timeout,
-            watch=False,
-        )
-
-    def test_lines_arrive_by_polling(self, logs: Path) -> None:
-        """New files and appended lines arrive; a partial line waits; offsets end at line ends."""
-        items: list[Chunk | JobEnded] = []
-        tailer = self.tailer(logs, items)
-        tailer.start()
-        try:
-            assert tailer.watcher is None
-            job = logs / "job.log"
-            append(job, lines(1, 3) + b"seq=")
-            wait_for(lambda: collect(items) == [b"seq=1", b"seq=2", b"seq=3"])
-            append(job, b"4\n" + lines(5, 6))
-            wait_for(lambda: len(collect(items)) >= 6)
-            assert collect(items) == lines(1, 6).splitlines()
-            chunks = [i for i in items if isinstance(i, Chunk)]
-            assert {c.job for c in chunks} == {"job"}
-            assert chunks[-1].offset is not None
-            assert chunks[-1].offset.offset == job.stat().st_size
-            offsets = [c.offset.offset for c in chunks if c.offset]
-            assert offsets == sorted(offsets)
-        finally:
-            tailer.stop()
-
-    def test_rename_rotation_by_polling(self, logs: Path) -> None:
-        """The renamed file is drained before the new one is read, by polling alone."""
-        items: list[Chunk | JobEnded] = []
-        tailer = self.tailer(logs, items)
-        tailer.start()
-        try:
-            job = logs / "job.log"
-            with job.open("ab", buffering=0) as old:
-                old.write(lines(1, 5))
-                wait_for(lambda: len(collect(items)) >= 5)
-                job.rename(logs / "job.log.1")
-                old.write(lines(6, 8))
-            append(job, lines(9, 12))
-            wait_for(lambda: len(collect(items)) >= 12)
-            assert collect(items) == lines(1, 12).splitlines()
-        finally:
-            tailer.stop()
-
-    def test_resumes_from_a_stored_offset(self, logs: Path) -> None:
-        """A tailer given the offset (and state) a previous one handed on reads only what
-        follows it."""
-        job = logs / "job.log"
-        append(job, lines(1, 4) + b"seq=")
-        items: list[Chunk | JobEnded] = []
-        first = self.tailer(logs, items)
-        first.start()
-        try:
-            wait_for(lambda: len(collect(items)) >= 4)
-        finally:
-            first.stop()
-        stored = [i for i in items if isinstance(i, Chunk)][-1].offset
-        assert stored is not None
-        append(job, b"5\n" + lines(6, 7))
-        resumed: list[Chunk | JobEnded] = []
-        second = self.tailer(logs, resumed, offsets={stored.file_key: stored})
-        second.start()
-        try:
-            wait_for(lambda: len(collect(resumed)) >= 3)
-            assert collect(resumed) == lines(5, 7).splitlines()
-        finally:
-            second.stop()
-
-    def test_idle_job_is_reported_ended(self, logs: Path) -> None:
-        """No growth for `idle_timeout`: one JobEnded(Completed, idle), not repeated."""
-        items: list[Chunk | JobEnded] = []
-        tailer = self.tailer(logs, items, idle_timeout=0.5)
-        tailer.start()
-        try:
-            append(logs / "job.log", lines(1, 2))
-            ended = wait_for(
-                lambda: [i for i in list(items) if isinstance(i, JobEnded)], 10, what="JobEnded"
-            )
-            assert ended == [JobEnded("t", "job", JobStatus.COMPLETED, "idle")]
-            assert collect(items) == lines(1, 2).splitlines()
-        finally:
-            tailer.stop()
-
-
-@contextmanager
-def tailer_closed(tailer: FileTailer) -> Iterator[FileTailer]:
-    """Close a tailer's files at the end (`stop()` also works on one never started)."""
-    try:
-        yield tailer
-    finally:
-        tailer.stop()
-
-
-class TestTruncationOnWakeUp:
-    """copytruncate seen first by a wake-up read (a file event, not the periodic reconcile).
-
-    Driven step by step on a FileTailer without its thread: `scan()` is the reconcile,
-    `read(file)` what a `modified` event triggers. Whatever the order in which they see the
-    truncated-and-refilled file, its new text is read once from its start.
-    """
-
-    @pytest.mark.parametrize(
-        ("old", "new"),
-        [
-            pytest.param(10, 30, id="small-file-fingerprint-under-1KiB"),
-            pytest.param(200, 300, id="file-over-1KiB"),
-        ],
-    )
-    def test_refilled_past_the_old_offset_before_a_wake_up_read(
-        self, logs: Path, old: int, new: int
-    ) -> None:
-        items: list[Chunk | JobEnded] = []
-        tailer = TestPollingOnly.tailer(logs, items)
-        job = logs / "job.log"
-        with tailer_closed(tailer), job.open("ab", buffering=0) as f:
-            f.write(lines(1, old))
-            tailer.scan()
-            assert collect(items) == lines(1, old).splitlines()
-            os.truncate(job, 0)
-            f.write(lines(old + 1, old + new))  # longer than the old text, at once
-            (tailed,) = tailer.files.values()
-            tailer.read(tailed)  # a `modified` event
-            tailer.scan()  # the next reconcile
-            tailer.scan()
-        assert collect(items) == lines(1, old + new).splitlines()

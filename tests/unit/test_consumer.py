@@ -19,7 +19,7 @@ from sidecar.pipeline import Pipeline
 from sidecar.store import Batch, open_store
 from sidecar.telemetry import Telemetry
 from sidecar.writes import WriteBuffer
-from tests.tail_helpers import wait_for
+from tests.helpers import wait_for
 
 # `(a|a)+y=` on a run of a's not followed by `y=` backtracks exponentially: every such line runs
 # into the regex timeout (the line holds a `y=` further on, so the literal gate lets it through)

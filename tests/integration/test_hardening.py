@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PrivateServer, skip_or_fail
-from tests.tail_helpers import PYTHON, events, named, sidecar_env, wait_for
+from tests.helpers import PYTHON, events, named, sidecar_env, wait_for
 
 
 def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, str]:

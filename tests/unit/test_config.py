@@ -10,7 +10,7 @@ from sidecar.config import Config, EarlyStoppingType, ObjectiveType, load_config
 from sidecar.errors import ConfigError
 from sidecar.templates import render_template
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = "objective: {metric: val_loss}\n"
 
 

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, skip_or_fail
-from tests.test_deploy import daemon, free_port, stop_process, wait_ready
+from tests.helpers import wait_for
+from tests.integration.test_deploy import daemon, free_port, stop_process, wait_ready
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -57,18 +57,6 @@ def api(base: str, path: str, **params: str) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:  # a bad query: Prometheus explains in JSON
         document = json.load(exc)
     return document
-
-
-def poll(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """Call `check` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)  # the polling interval; the deadline above bounds the wait
-    pytest.fail(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 def sidecar_sample(base: str, name: str, labels: dict[str, str] | None = None) -> float | None:
@@ -182,16 +170,30 @@ scrape_configs:
             scraped = Scraped(sidecar_url, prometheus_url, instance)
             lines = 'early_stopping_log_lines_total{job="early-stopping-sidecar"}'
             # a scrape before any line, so rates over the test's window have a starting point
-            poll("the first scrape", lambda: values(scraped.query(lines)) == [0.0])
+            wait_for(
+                lambda: values(scraped.query(lines)) == [0.0], what="the first scrape", interval=0.1
+            )
             with (logs / "job-a.log").open("w") as a:
                 a.write("epoch 1 val_loss=0.5\nval_loss=1.2.3\nslow " + "a" * 40 + "!\n")
                 a.write("epoch 2 val_loss=0.4\n")
             read = ("early_stopping_metric_values_total", {"metric": "val_loss"})
-            poll("job-a's values", lambda: sidecar_sample(sidecar_url, *read) == 2.0)
+            wait_for(
+                lambda: sidecar_sample(sidecar_url, *read) == 2.0,
+                what="job-a's values",
+                interval=0.1,
+            )
             (logs / "job-b.log").write_text("epoch 1 val_loss=0.9\n")  # launched after job-a
-            poll("job-b's target process to be stopped", lambda: target.poll() is not None)
+            wait_for(
+                lambda: target.poll() is not None,
+                what="job-b's target process to be stopped",
+                interval=0.1,
+            )
             stopped = "early_stopping_jobs_stopped_total"
-            poll("Prometheus to show the stop", lambda: values(scraped.query(stopped)) == [1.0])
+            wait_for(
+                lambda: values(scraped.query(stopped)) == [1.0],
+                what="Prometheus to show the stop",
+                interval=0.1,
+            )
             yield scraped
     finally:
         stop_process(target)
@@ -255,7 +257,7 @@ def test_every_dashboard_query_returns_data(scraped: Scraped) -> None:
         return check
 
     for title, expr in targets:
-        poll(f"panel {title!r}: {expr}", answered(expr))
+        wait_for(answered(expr), what=f"panel {title!r}: {expr}", interval=0.1)
 
 
 def test_alert_rules_evaluate_without_error(scraped: Scraped) -> None:
@@ -268,7 +270,7 @@ def test_alert_rules_evaluate_without_error(scraped: Scraped) -> None:
         done = all(rule.get("lastEvaluation", "").startswith("2") for rule in rules)
         return rules if rules and done else None
 
-    rules = poll("every rule to be evaluated", evaluated)
+    rules = wait_for(evaluated, what="every rule to be evaluated", interval=0.1)
     assert len(rules) >= 5
     for rule in rules:
         assert rule["health"] == "ok", rule

@@ -15,7 +15,7 @@ import pytest
 
 from sidecar.demo import SWEEP, demo_config, free_port
 from tests.conftest import PrivateServer
-from tests.tail_helpers import wait_for
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

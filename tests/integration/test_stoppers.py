@@ -46,6 +46,7 @@ from sidecar.stoppers.signal import (
     process_match_resolver,
 )
 from sidecar.templates import template_context
+from tests.helpers import wait_for
 
 DEADLINE = 15.0
 
@@ -128,15 +129,6 @@ def ancestry(pid: int) -> set[int]:
     return chain
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.01)  # polling interval, not synchronisation
-
-
-# -- fixtures and helpers -------------------------------------------------------------------
 Spawn = Callable[..., subprocess.Popen[str]]
 
 
@@ -274,13 +266,13 @@ class TestSignalStopperPidFile:
         launcher = subprocess.Popen(["sh", str(script)], start_new_session=True)
         try:
             for name in ("bad", "good", "child"):
-                wait_until(
+                wait_for(
                     lambda n=name: (
                         (tmp_path / f"{n}.pid").read_text().strip() != ""  # type: ignore[misc]
                         if (tmp_path / f"{n}.pid").exists()
                         else False
                     ),
-                    f"{name}.pid",
+                    what=f"{name}.pid",
                 )
             pid = {n: int((tmp_path / f"{n}.pid").read_text()) for n in ("bad", "good", "child")}
             assert os.getpgid(pid["bad"]) == os.getpgid(pid["good"]) == launcher.pid
@@ -300,7 +292,7 @@ class TestSignalStopperPidFile:
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait(timeout=DEADLINE)
         (tmp_path / "t.pid").write_text(f"{dead.pid}\n")
-        wait_until(lambda: _stat(dead.pid) is None, "the reaped pid leaves /proc")
+        wait_for(lambda: _stat(dead.pid) is None, what="the reaped pid leaves /proc")
 
         stopper = SignalStopper(pid_file_resolver(str(tmp_path / "t.pid")), grace_seconds=1.0)
         assert stopper.stop(request()) is StopResult.ALREADY_EXITED
@@ -310,7 +302,7 @@ class TestSignalStopperPidFile:
     ) -> None:
         """A zombie is not a live process: nothing is signalled, success."""
         proc = spawn("pass")
-        wait_until(lambda: is_zombie(proc.pid), "the child is a zombie")
+        wait_for(lambda: is_zombie(proc.pid), what="the child is a zombie")
         (tmp_path / "t.pid").write_text(str(proc.pid))
 
         stopper = SignalStopper(pid_file_resolver(str(tmp_path / "t.pid")), grace_seconds=1.0)
@@ -487,7 +479,7 @@ class TestNeverTheWrongProcess:
 
     def test_a_pid_file_holding_the_sidecars_parent_is_refused(self, tmp_path: Path) -> None:
         """The program that started the sidecar (a launcher, a shell) is never signalled."""
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         result = subprocess.run(
             [
                 sys.executable,
@@ -542,12 +534,12 @@ class TestNeverTheWrongProcess:
         script.write_text(f"sleep 300 &\necho $! > {tmp_path}/other.pid\nwait\n")
         loop = subprocess.Popen(["sh", str(script)])  # in our group: it does not lead one
         try:
-            wait_until(
+            wait_for(
                 lambda: (
                     (tmp_path / "other.pid").exists()
                     and (tmp_path / "other.pid").read_text().strip() != ""
                 ),
-                "other.pid",
+                what="other.pid",
             )
             other = int((tmp_path / "other.pid").read_text())
             (tmp_path / "job-b.pid").write_text(str(loop.pid))
@@ -581,12 +573,12 @@ class TestNeverTheWrongProcess:
         leader = subprocess.Popen(["sh", str(script)], start_new_session=True)
         try:
             for name in ("job-b", "other"):
-                wait_until(
+                wait_for(
                     lambda n=name: (
                         (tmp_path / f"{n}.pid").exists()  # type: ignore[misc]
                         and (tmp_path / f"{n}.pid").read_text().strip() != ""
                     ),
-                    f"{name}.pid",
+                    what=f"{name}.pid",
                 )
             other = int((tmp_path / "other.pid").read_text())
             assert os.getpgid(other) == leader.pid
@@ -847,7 +839,7 @@ class TestStopDispatcher:
         assert dispatcher.close(0.1) is False
         assert time.monotonic() - started < 5.0
         stopper.release.set()
-        wait_until(lambda: bool(recorder.results), "the released stop reports")
+        wait_for(lambda: bool(recorder.results), what="the released stop reports")
 
     def test_submit_after_close_is_refused_and_counted(self, recorder: Recorder) -> None:
         """A shutting-down dispatcher takes no new stops: False, a counted failure, and the

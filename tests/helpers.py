@@ -1,4 +1,4 @@
-"""Helpers for the tailing tests: polling with a deadline, the daemon as a real process, the store.
+"""Helpers shared by the tests: polling with a deadline, the daemon as a real process, the store.
 
 Nothing here sleeps to synchronise with the daemon: `wait_for` polls a condition (what the store
 holds) until it is true or a deadline passes.
@@ -34,17 +34,25 @@ def wait_for(
     what: str = "condition",
     interval: float = 0.02,
     describe: Callable[[], object] | None = None,
+    process: subprocess.Popen[Any] | None = None,
 ) -> T:
-    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes (fail)."""
+    """Poll `predicate` until it returns something truthy (returned) or `timeout` passes (fail).
+
+    The one way the tests wait: never a bare sleep. With `process`, fail at once when it has
+    exited (it will not make the condition true any more)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"the process exited ({process.returncode}) while waiting for {what}"
+            )
         if time.monotonic() >= deadline:
             detail = f"; {describe()}" if describe is not None else ""
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{detail}")
-        time.sleep(interval)
+        time.sleep(interval)  # the polling interval; the deadline bounds the wait
 
 
 def seq(last: int, first: int = 1) -> list[tuple[int, float]]:

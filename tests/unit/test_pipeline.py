@@ -1,6 +1,6 @@
 """The decision path on a real SQLite store: redrawn-bar values held across chunk ends, a
 restart and the end of a job's log, and writes queued behind decisions in the write buffer
-(flushed here on the test's thread: the writer's own thread is tested in tests/test_writes.py)."""
+(flushed here on the test's thread: the writer's own thread is tested in tests/unit/test_writes.py)."""
 
 from __future__ import annotations
 

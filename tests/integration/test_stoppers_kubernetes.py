@@ -32,12 +32,12 @@ from sidecar.stoppers import PermanentStopError, StopDispatcher, StopError, Stop
 from sidecar.stoppers.factory import make_stopper
 from sidecar.stoppers.kubernetes import KubernetesStopper
 from sidecar.templates import template_context
-from tests.tail_helpers import ROOT, History, ThreadedDaemon, wait_for
+from tests.helpers import ROOT, History, ThreadedDaemon, wait_for
 
 TOKEN = "fake-token-4f2a"
 DEADLINE = 15.0
 
-# The README's `job_regex` for the kubelet's layout /var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log
+# The `job_regex` of docs/sources.md for the kubelet's layout /var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log
 POD_LOG_REGEX = (
     r"/var/log/pods/(?P<namespace>[^_/]+)_(?P<job>[^_/]+)_(?P<uid>[^_/]+)"
     r"/(?P<container>[^/]+)/\d+\.log$"
@@ -530,7 +530,7 @@ class TestFromConfig:
     def test_the_daemon_reading_kubelet_logs_deletes_the_losing_pod(
         self, api: FakeKubernetesApiServer, kubeconfig: Path, tmp_path: Path
     ) -> None:
-        """The README's node setup end to end: `sidecar run` reads CRI logs laid out as
+        """The node setup of docs/sources.md end to end: `sidecar run` reads CRI logs laid out as
         /var/log/pods/<ns>_<pod>_<uid>/<container>/<n>.log, names jobs with `job_regex`, and
         deletes the losing pod in its own namespace — and nothing else."""
         pods = tmp_path / "var" / "log" / "pods"

@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from sidecar.http.health import add_health_routes
 from sidecar.http.server import MAX_HEAD, HttpServer, Request, Response, Router, bind, text
+from tests.helpers import wait_for
 
 DEADLINE = 30.0  # seconds any wait may take before the test fails: generous, never a threshold
 PARTIAL_HEAD = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"  # no blank line: the head never ends
@@ -89,14 +90,6 @@ def parse_response(data: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(status), headers, body
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE}s waiting until {what}")
-        time.sleep(0.02)  # polling interval, not synchronisation
 
 
 def failing_handler(request: Request) -> Response:
@@ -294,16 +287,16 @@ class TestConnections:
             held_connections(served.port, held, PARTIAL_HEAD) as sockets,
         ):
             server = served.server
-            wait_until(lambda: server.evicted >= held - cap, f"{held - cap} are evicted")
+            wait_for(lambda: server.evicted >= held - cap, what=f"{held - cap} are evicted")
             status, _, body = served.get("/metrics")
             assert status == 200
             assert b"corpus_answer 42.0" in body
             assert server.evicted >= held - cap
             assert server.refused == 0
             # the server closed exactly as many connections as it counts evicted, the oldest
-            wait_until(
+            wait_for(
                 lambda: sum(map(closed_by_server, sockets)) == server.evicted,
-                "the evicted connections are closed",
+                what="the evicted connections are closed",
             )
             closed = [i for i, sock in enumerate(sockets) if closed_by_server(sock)]
             assert closed == list(range(len(closed)))
@@ -577,6 +570,6 @@ class TestStop:
             serving(read_timeout=3600) as served,
             held_connections(served.port, 50, PARTIAL_HEAD) as sockets,
         ):
-            wait_until(lambda: served.server.connections == 50, "the 50 are accepted")
+            wait_for(lambda: served.server.connections == 50, what="the 50 are accepted")
             assert served.server.stop(time.monotonic() + DEADLINE)
-            wait_until(lambda: all(map(closed_by_server, sockets)), "all 50 are closed")
+            wait_for(lambda: all(map(closed_by_server, sockets)), what="all 50 are closed")

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from sidecar.http.server import HttpServer, Router, bind
 from sidecar.model import JobStatus
 from sidecar.telemetry import EngineCollector, JobSnapshot, Telemetry
 from tests.conftest import skip_or_fail
+from tests.helpers import wait_for
 
 DEADLINE = 30.0
 
@@ -338,16 +339,6 @@ def sidecar_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "sidecar"]
 
 
-def wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        if proc.poll() is not None:
-            pytest.fail(f"the daemon exited ({proc.returncode}) while waiting until {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE}s waiting until {what}")
-        time.sleep(0.05)  # polling interval, not synchronisation
-
-
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     try:
         status, body = get(f"http://127.0.0.1:{port}/metrics")
@@ -394,19 +385,29 @@ class TestDaemonMetrics:
             env=env,
         )
         try:
-            wait_for(lambda: ready(port), "/readyz is 200", proc)
+            wait_for(lambda: ready(port), DEADLINE, what="/readyz is 200", process=proc)
             assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
 
             values = ("early_stopping_metric_values_total", frozenset({("metric", "val_loss")}))
             (logs / "job-a.log").write_text("epoch 1 val_loss=0.50\nepoch 2 val_loss=0.40\n")
-            wait_for(lambda: scrape(port).get(values) == 2, "job-a's values are read", proc)
+            wait_for(
+                lambda: scrape(port).get(values) == 2,
+                DEADLINE,
+                what="job-a's values are read",
+                process=proc,
+            )
             (logs / "job-b.log").write_text("epoch 1 val_loss=0.90\n")
 
             stopped = (
                 "early_stopping_jobs_stopped_total",
                 frozenset({("tuning_job", tuning_job)}),
             )
-            wait_for(lambda: scrape(port).get(stopped) == 1, "job-b is stopped", proc)
+            wait_for(
+                lambda: scrape(port).get(stopped) == 1,
+                DEADLINE,
+                what="job-b is stopped",
+                process=proc,
+            )
 
             status, body = get(f"http://127.0.0.1:{port}/metrics")
             assert status == 200

@@ -28,7 +28,7 @@ from sidecar.stoppers import PermanentStopError, StopError, StopRequest, StopRes
 from sidecar.stoppers.docker import DockerStopper
 from sidecar.stoppers.factory import make_stopper
 from sidecar.templates import template_context
-from tests.tail_helpers import DaemonProcess, History, wait_for
+from tests.helpers import DaemonProcess, History, wait_for
 
 DEADLINE = 30.0
 TEST_LABEL = "sidecar.test"

@@ -11,8 +11,6 @@ import json
 import os
 import stat
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from sidecar.stoppers import PermanentStopError, StopDispatcher, StopError, Stop
 from sidecar.stoppers.command import CommandStopper
 from sidecar.stoppers.factory import make_stopper
 from sidecar.templates import template_context
+from tests.helpers import wait_for
 
 DEADLINE = 15.0
 
@@ -44,14 +43,6 @@ def request(
         Decision(tuning_job, job, 3, 0.9, 0.5, 2, "sagemaker"),
         template_context(job=job, tuning_job=tuning_job, log_path="/logs/a b.log", extra=extra),
     )
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting until {what}")
-        time.sleep(0.01)  # polling interval, not synchronisation
 
 
 def is_alive(pid: int) -> bool:
@@ -238,7 +229,7 @@ class TestFailures:
         assert not isinstance(caught.value, PermanentStopError)
         command_pid, helper_pid = map(int, pids.read_text().split())
         assert not is_alive(command_pid)
-        wait_until(lambda: not is_alive(helper_pid), "the helper is killed too")
+        wait_for(lambda: not is_alive(helper_pid), what="the helper is killed too")
 
     def test_a_background_helper_holding_stderr_does_not_hold_the_stop(
         self, tmp_path: Path
@@ -281,7 +272,7 @@ class TestThroughTheDispatcher:
         )
         try:
             assert dispatcher.submit(request())
-            wait_until(lambda: bool(results), "the stop finishes")
+            wait_for(lambda: bool(results), what="the stop finishes")
         finally:
             dispatcher.close(DEADLINE)
         assert results == [StopResult.STOPPED]

@@ -27,7 +27,7 @@ from sidecar.parse import Extractor
 from sidecar.presets import load_preset, preset_names
 from sidecar.sources.offline import FileStats, samples_by_line
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_LOGS = ROOT / "sample_logs"
 MAX_LINE = 1 << 20
 

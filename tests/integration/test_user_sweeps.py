@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, skip_or_fail
-from tests.tail_helpers import DaemonProcess, events, named, sidecar_env, status, wait_for
+from tests.helpers import DaemonProcess, events, named, sidecar_env, status, wait_for
 
 PYTHON = sys.executable
 
