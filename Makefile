@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 GENVENV ?= /tmp/genvenv
 
-.PHONY: setup test lint format check clean sample-logs
+.PHONY: setup test test-unit lint format check clean sample-logs layers
 
 setup: $(BIN)/sidecar  ## create .venv and install the sidecar with its dev tools
 
@@ -16,6 +16,12 @@ $(BIN)/sidecar: pyproject.toml
 
 test: setup  ## run the whole test suite
 	$(BIN)/python -m pytest
+
+test-unit: setup  ## the fast in-process suite
+	$(BIN)/python -m pytest tests/unit
+
+layers: setup  ## print the package's import layers
+	$(BIN)/python tests/unit/test_architecture.py
 
 lint: setup  ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .

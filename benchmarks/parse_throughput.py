@@ -41,7 +41,7 @@ Commands timed (wall clock, each a fresh process; runs alternate between the too
 - sidecar replay: `python -m sidecar replay -c CFG --store sqlite://DB LOG` (the target is judged
   on this one)
 - sidecar parse path: `python -c PARSE CFG LOG` (below): the same reader and parser as `replay`
-  (`sidecar.logfile.samples_by_line`), without the rule and the store, so closer to mtail's work;
+  (`sidecar.sources.offline.samples_by_line`), without the rule and the store, so closer to mtail's work;
   for information
 
 `replay` is the sidecar's command that puts every line of a log through the daemon's parse path:
@@ -84,7 +84,7 @@ PARSE = """
 import json, sys
 from pathlib import Path
 from sidecar.cli import read_config
-from sidecar.logfile import FileStats, samples_by_line
+from sidecar.sources.offline import FileStats, samples_by_line
 from sidecar.parse import Extractor
 config = read_config(sys.argv[1])
 extractor = Extractor(
