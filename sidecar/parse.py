@@ -13,8 +13,9 @@ from typing import Any
 import regex
 
 from sidecar.definitions import EpochConfig, MetricDefinition, template_fields
+from sidecar.lines import decode_line
 from sidecar.model import ParseCounts, Sample
-from sidecar.prefilter import required_literal
+from sidecar.prefilter import chunk_safe, required_literal
 
 TAB011 = "#011"
 # epochs above this are not epochs (`epoch=99999999999999999999`, JSON `1e300`): a parse error
@@ -67,6 +68,15 @@ class CompiledDefinition:
             piece = max(self.literal.split(TAB011), key=len)
             return piece.encode() if piece else None
         return self.literal.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class BlockScans:
+    """The definitions' patterns (in definition order) and the epoch pattern, compiled
+    MULTILINE to search a block of lines at once (`JobParser.feed_lines`)."""
+
+    patterns: tuple[regex.Pattern[str], ...]
+    epoch: regex.Pattern[str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,94 @@ def parse_epoch(text: str) -> int | None:
     return int(number)
 
 
+class _Joined:
+    """Lines joined by newlines, with where each starts: to find which lines hold a needle with
+    one substring search over them all instead of a Python call per line."""
+
+    __slots__ = ("blob", "starts")
+
+    def __init__(self, lines: Sequence[bytes]) -> None:
+        self.blob = b"\n".join(lines)
+        self.starts = [0]
+        self.starts += accumulate(map((1).__add__, map(len, lines)))  # line i: blob[starts[i]:]
+
+    def holding(self, needles: Sequence[bytes]) -> list[int]:
+        """The indexes of the lines that contain any of `needles`, in order."""
+        hits: set[int] = set()
+        find, starts = self.blob.find, self.starts
+        for needle in needles:
+            pos = find(needle)
+            while pos != -1:
+                i = bisect_right(starts, pos) - 1
+                hits.add(i)
+                pos = find(needle, starts[i + 1])  # this line holds it: go on from the next one
+        return sorted(hits)
+
+
+def _lines_holding(lines: Sequence[bytes], needles: Sequence[bytes]) -> list[int]:
+    """The indexes of the lines that contain any of `needles`, in order."""
+    return _Joined(lines).holding(needles)
+
+
+# A block scan's findings, one tuple per (line, what): (line index, order, metric name, value
+# text, epoch text); ordered by line, then by `order`: the epoch regex, each definition in turn
+# (its matches in line order), the JSON definitions; a line needing terminal decoding is fed alone.
+_ALONE, _EPOCH = -2, -1
+Found = tuple[int, int, str, str | None, str | None]
+# blocks shorter than this go line by line: the block scan's set-up costs more than it saves
+MIN_BLOCK_LINES = 8
+
+
+def _scan(
+    pattern: regex.Pattern[str],
+    subject: str,
+    index: Sequence[int] | None,
+    out: list[Found],
+    *,
+    order: int,
+    definition: CompiledDefinition | None,
+    epoch_group: str | int,
+    timeout: float,
+) -> bool:
+    """Append what `pattern` finds in `subject` (lines joined by newlines; line k of it is line
+    `index[k]` of the block, or k without `index`) to `out`: the first match of each line, or
+    every match for a templated definition. False when the scan cannot stand for line-by-line
+    searches: a match holds a newline, or the regex timed out."""
+    line = pos = 0
+    last = -1
+    count, find, append = subject.count, subject.find, out.append
+    every = definition is not None and bool(definition.fields)
+    value_group = definition.value_group if definition is not None else epoch_group
+    epoch_of = definition.epoch_group if definition is not None else None
+    try:
+        for match in pattern.finditer(subject, timeout=timeout):
+            start, end = match.span()
+            line += count("\n", pos, start)
+            pos = start
+            if line == last and not every:
+                continue  # a line's search stops at its first match, whatever it holds
+            if find("\n", start, end) != -1:
+                return False
+            last = line
+            at = line if index is None else index[line]
+            if definition is None:
+                append((at, order, "", match.group(value_group), None))
+                continue
+            value = match.group(value_group)
+            if value is None:
+                continue
+            name = definition.name
+            if every:
+                groups = {f: match.group(f) for f in definition.fields}
+                if any(v is None for v in groups.values()):
+                    continue
+                name = name.format_map(groups)
+            append((at, order, name, value, match.group(epoch_of) if epoch_of else None))
+    except TimeoutError:
+        return False
+    return True
+
+
 class Extractor:
     """The compiled definitions and epoch settings of one config; immutable and shared by jobs."""
 
@@ -199,8 +297,37 @@ class Extractor:
         if self.epoch_pattern is not None and "epoch" in self.epoch_pattern.groupindex:
             self.epoch_group = "epoch"
         self._last = tuple(d for d in self.definitions if not d.all_segments)
+        self.templated = any(d.fields for d in self._last)
         self._all = tuple(d for d in self.definitions if d.all_segments)
         self._gates = self._byte_gates()
+        self._block = self._block_scans()
+
+    def _block_scans(self) -> BlockScans | None:
+        """The patterns that scan a block of lines at once, or None when some definition needs
+        each line on its own (redrawn bars, a pattern that could see past a line's end)."""
+        if self._all:
+            return None
+        patterns = []
+        for d in self._last:
+            if not chunk_safe(d.pattern.pattern):
+                return None
+            patterns.append(regex.compile(d.pattern.pattern, regex.MULTILINE))
+        epoch = None
+        if self.epoch_pattern is not None:
+            if not chunk_safe(self.epoch_pattern.pattern):
+                return None
+            epoch = regex.compile(self.epoch_pattern.pattern, regex.MULTILINE)
+        return BlockScans(tuple(patterns), epoch)
+
+    def any_candidate(self, lines: Sequence[bytes]) -> bool:
+        """True when some line of `lines` might match (`might_match`), tested on them at once."""
+        gates = self._gates
+        if not lines:
+            return False
+        if gates is None:
+            return True
+        blob = b"\n".join(lines)
+        return any(g in blob for g in (*gates, b"\x1b", b"\x08"))
 
     def _byte_gates(self) -> tuple[bytes, ...] | None:
         """Literals of which a raw line must contain one to be worth decoding; None: no gate."""
@@ -229,27 +356,16 @@ class Extractor:
                 return True
         return b"\x1b" in raw or b"\x08" in raw
 
-    def candidates(self, lines: Sequence[bytes]) -> list[bytes]:
-        """The lines that `might_match`, in order, found with one substring search per gate over
-        the whole batch instead of a Python call per line: most lines of a log are skipped
-        without Python ever looking at them."""
+    def candidates(self, lines: Sequence[bytes]) -> list[int]:
+        """The indexes of the lines that `might_match`, in order, found with one substring search
+        per gate over the whole batch instead of a Python call per line: most lines of a log are
+        skipped without Python ever looking at them."""
         gates = self._gates
         if gates is None:
-            return list(lines)
+            return list(range(len(lines)))
         if len(lines) < 16:
-            return [raw for raw in lines if self.might_match(raw)]
-        blob = b"\n".join(lines)
-        starts = [0]
-        starts += accumulate(map((1).__add__, map(len, lines)))  # line i is blob[starts[i]:...]
-        hits: set[int] = set()
-        find = blob.find
-        for gate in (*gates, b"\x1b", b"\x08"):
-            pos = find(gate)
-            while pos != -1:
-                i = bisect_right(starts, pos) - 1
-                hits.add(i)
-                pos = find(gate, starts[i + 1])  # this line passes: go on from the next one
-        return [lines[i] for i in sorted(hits)]
+            return [i for i, raw in enumerate(lines) if self.might_match(raw)]
+        return _lines_holding(lines, (*gates, b"\x1b", b"\x08"))
 
     def job_parser(
         self,
@@ -328,6 +444,10 @@ class Extractor:
         return out
 
 
+def _line_then_order(found: Found) -> tuple[int, int]:
+    return found[0], found[1]
+
+
 class JobParser:
     """One job's parse state: the last epoch seen, each metric's value count (ordinal epochs), and
     the values of redrawn bars (`segments: all`) that have not settled yet."""
@@ -380,6 +500,178 @@ class JobParser:
         if ex.json_definitions:
             self._feed_json(samples, text, counts)
         return samples
+
+    def feed_lines(
+        self, lines: Sequence[bytes], counts: ParseCounts, *, timeouts: int | None = None
+    ) -> tuple[list[tuple[int, list[Sample]]], int]:
+        """The samples of each line of `lines` (raw, without `\\n`) that yields any, as (index,
+        samples) in order, and how many lines were parsed: all of them, unless regex timeouts
+        reached `timeouts` in all (the rest is to be fed later).
+
+        The same samples and counts as `feed(decode_line(raw))` for each line in turn; found by
+        one search per pattern over the whole block where that is exact (docs/design.md,
+        "Parsing a chunk at once"), else line by line.
+        """
+        found = self._scan_block(lines)
+        if found is None:
+            return self._feed_each(lines, counts, timeouts)
+        ex = self.extractor
+        json_order = len(ex._last)
+        out: list[tuple[int, list[Sample]]] = []
+        i, n = 0, len(found)
+        while i < n:
+            line = found[i][0]
+            samples: list[Sample] = []
+            alone = False
+            while i < n and found[i][0] == line:
+                _, order, name, value, epoch_text = found[i]
+                i += 1
+                if order == _ALONE:
+                    alone = True
+                    samples.extend(self.feed(decode_line(lines[line]), counts))
+                elif order == _EPOCH:
+                    epoch = parse_epoch(value) if value is not None else None
+                    if epoch is None:
+                        counts.error("bad_epoch")
+                    else:
+                        self.last_epoch = epoch + ex.epoch_offset
+                elif order == json_order:
+                    self._feed_json(samples, lines[line].decode(), counts)
+                elif value is not None:
+                    at = self.last_epoch
+                    if epoch_text is not None:
+                        parsed = parse_epoch(epoch_text)
+                        if parsed is None:
+                            counts.error("bad_epoch")
+                            continue
+                        at = parsed + ex.epoch_offset
+                    self._emit(samples, name, value, at, counts)
+            if samples:
+                out.append((line, samples))
+            if (
+                alone
+                and timeouts is not None
+                and sum(counts.timeouts.values()) >= timeouts
+                and line + 1 < len(lines)
+            ):
+                return out, line + 1
+        return out, len(lines)
+
+    def _feed_each(
+        self, lines: Sequence[bytes], counts: ParseCounts, timeouts: int | None
+    ) -> tuple[list[tuple[int, list[Sample]]], int]:
+        """`feed_lines` one candidate line at a time."""
+        out: list[tuple[int, list[Sample]]] = []
+        feed = self.feed
+        for i in self.extractor.candidates(lines):
+            samples = feed(decode_line(lines[i]), counts)
+            if samples:
+                out.append((i, samples))
+            if (
+                timeouts is not None
+                and sum(counts.timeouts.values()) >= timeouts
+                and i + 1 < len(lines)
+            ):
+                return out, i + 1
+        return out, len(lines)
+
+    def _scan_block(self, lines: Sequence[bytes]) -> list[Found] | None:
+        """What the block scans find in `lines`, sorted by line; None when the block must go
+        line by line (too short, not UTF-8, a pattern that cannot scan blocks, a match across
+        lines, a timeout).
+
+        A pattern with a required literal scans only the lines holding it (found by one
+        substring search), joined: the regex engine never walks the rest of the block."""
+        ex = self.extractor
+        scans = ex._block
+        if scans is None or len(lines) < MIN_BLOCK_LINES:
+            return None
+        joined = _Joined(lines)
+        found: list[Found] = []
+        alone: list[int] = []
+        if b"\r" in joined.blob or b"\x1b" in joined.blob or b"\x08" in joined.blob:
+            # lines a terminal would redraw or colour: blanked here, fed alone in their turn
+            alone = joined.holding((b"\r", b"\x1b", b"\x08"))
+            blanked = list(lines)
+            for i in alone:
+                blanked[i] = b""
+            lines = blanked
+            joined = _Joined(lines)
+            found.extend((i, _ALONE, "", None, None) for i in alone)
+        whole: list[str] = []  # the block decoded, once, for patterns without a literal
+
+        def subject(literal: bytes | None, tab011: bool) -> tuple[str, list[int] | None] | None:
+            if literal is not None:
+                index: list[int] | None = joined.holding((literal,))
+                if not index:
+                    return "", index
+                raw = b"\n".join([lines[i] for i in index])
+            else:
+                index, raw = None, joined.blob
+            if index is None and whole:
+                text = whole[0]
+            else:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None  # decoding each line alone (U+FFFD) is the exact answer
+                if index is None:
+                    whole.append(text)
+            if tab011 and "\t" in text:
+                text = text.replace("\t", TAB011)
+            return text, index
+
+        timeout = ex.timeout
+        jobs: list[tuple[int, regex.Pattern[str], CompiledDefinition | None, bytes | None, bool]]
+        jobs = []
+        if scans.epoch is not None:
+            epoch_literal = ex.epoch_literal.encode() if ex.epoch_literal else None
+            jobs.append((_EPOCH, scans.epoch, None, epoch_literal, False))
+        for order, (d, pattern) in enumerate(zip(ex._last, scans.patterns, strict=True)):
+            jobs.append((order, pattern, d, d.byte_literal(), d.tab011))
+        for order, pattern, definition, literal, tab011 in jobs:
+            got = subject(literal, tab011)
+            if got is None:
+                return None
+            text, index = got
+            if not text:
+                continue
+            if definition is not None and tab011 and (definition.literal or "") not in text:
+                continue  # the literal with its `#011`s is not there
+            if not _scan(
+                pattern,
+                text,
+                index,
+                found,
+                order=order,
+                definition=definition,
+                epoch_group=ex.epoch_group,
+                timeout=timeout,
+            ):
+                return None
+        if ex.json_definitions:
+            got = subject(b"{", False)
+            if got is None:
+                return None
+            text, index = got
+            order = len(ex._last)
+            pos, line = 0, 0
+            find, count = text.find, text.count
+            while (hit := find("{", pos)) != -1:
+                line += count("\n", pos, hit)
+                found.append((line if index is None else index[line], order, "", None, None))
+                end = find("\n", hit)
+                if end == -1:
+                    break
+                pos, line = end + 1, line + 1
+        if alone:
+            skip = set(alone)
+            found = [f for f in found if f[1] == _ALONE or f[0] not in skip]
+        if ex.templated:
+            found.sort(key=_line_then_order)  # stable: a templated line's matches keep their order
+        else:
+            found.sort()  # (line, order) is unique per finding: plain tuple order is the same
+        return found
 
     def held(self) -> list[list[object]]:
         """The redrawn-bar values not settled yet, `[metric, epoch, text]`: saved with the file

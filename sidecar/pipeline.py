@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -20,7 +20,6 @@ import structlog
 from sidecar.config import Config
 from sidecar.engine import TuningJobEngine
 from sidecar.errors import StoreError
-from sidecar.lines import decode_line
 from sidecar.model import (
     Chunk,
     Decision,
@@ -73,7 +72,7 @@ class Continuation:
 
     chunk: Chunk
     job: str
-    lines: list[bytes]  # candidate lines still to parse (already through the literal gate)
+    lines: Sequence[bytes]  # the chunk's lines still to parse
     batch: Batch
     counts: ParseCounts
     decided: bool  # the job had a decision before this chunk
@@ -350,7 +349,7 @@ class Pipeline:
         )
         engine = self.engines[chunk.tuning_job]
         state = engine.jobs[job]
-        candidates = self.extractor.candidates(chunk.lines)
+        candidates = self.extractor.any_candidate(chunk.lines)
         if candidates and self.shared_store and state.decision is None and engine.enabled:
             self._refresh(engine)  # once per chunk, outside the lock
         with self.lock:
@@ -367,7 +366,7 @@ class Pipeline:
                 state.status = JobStatus.RUNNING  # an idle job that speaks again is running
                 batch.updates.append(JobUpdate(chunk.tuning_job, job, JobStatus.RUNNING))
         rest = Continuation(
-            chunk, job, candidates, batch, ParseCounts(), decided=state.decision is not None
+            chunk, job, chunk.lines, batch, ParseCounts(), decided=state.decision is not None
         )
         return self.resume(rest)
 
@@ -381,13 +380,12 @@ class Pipeline:
         parser = runtime.parser
         budget = sum(counts.timeouts.values()) + self.slice_timeouts
         with self.lock:
-            for i, raw in enumerate(rest.lines):
-                samples = parser.feed(decode_line(raw), counts)
-                if samples:
-                    self._samples(engine, job, runtime, samples, rest.batch, read_at=chunk.read_at)
-                if sum(counts.timeouts.values()) >= budget and i + 1 < len(rest.lines):
-                    rest.lines = rest.lines[i + 1 :]
-                    return rest
+            found, parsed = parser.feed_lines(rest.lines, counts, timeouts=budget)
+            for _line, samples in found:
+                self._samples(engine, job, runtime, samples, rest.batch, read_at=chunk.read_at)
+            if parsed < len(rest.lines):
+                rest.lines = rest.lines[parsed:]
+                return rest
             state = engine.jobs[job]
             if not rest.decided and state.decision is not None:
                 self._warn_if_buffered(state.decision, rest.batch)

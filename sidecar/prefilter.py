@@ -74,3 +74,52 @@ def required_literal(pattern: str) -> str | None:
     walk(parsed)
     flush()
     return max(runs, key=len) if runs else None
+
+
+def chunk_safe(pattern: str) -> bool:
+    """True when searching a block of lines with `pattern` compiled MULTILINE finds, in each
+    line, what searching that line alone finds, provided no match contains a newline.
+
+    What could see past a line's end is refused: lookarounds, string anchors (`\\A`, `\\Z`),
+    flags turned off inside the pattern, and any syntax the stdlib parser cannot read (`regex`'s
+    own). Line anchors (`^`, `$`) and word boundaries are the same at a line's edges as at a
+    string's (a newline is not a word character). docs/design.md, "Parsing a chunk at once".
+    """
+    if _parser is None or _REGEX_ONLY.search(pattern) or "\\G" in pattern or "\\K" in pattern:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            parsed = _parser.parse(pattern, 0)
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError, Warning):
+        return False
+    refused_at = {_c.AT_BEGINNING_STRING, _c.AT_END_STRING}
+
+    def safe(items: Any) -> bool:
+        for op, arg in items:
+            if op in (_c.ASSERT, _c.ASSERT_NOT):
+                return False
+            if op is _c.AT and arg in refused_at:
+                return False
+            if op is _c.SUBPATTERN:
+                _group, _add, del_flags, inner = arg
+                if del_flags or not safe(inner):
+                    return False
+            elif op is _c.BRANCH:
+                if not all(safe(branch) for branch in arg[1]):
+                    return False
+            elif op in (_c.MAX_REPEAT, _c.MIN_REPEAT) or op is getattr(
+                _c, "POSSESSIVE_REPEAT", None
+            ):
+                if not safe(arg[2]):
+                    return False
+            elif op is getattr(_c, "ATOMIC_GROUP", None):
+                if not safe(arg):
+                    return False
+            elif op is _c.GROUPREF_EXISTS:
+                _group, yes, no = arg
+                if not safe(yes) or (no is not None and not safe(no)):
+                    return False
+        return True
+
+    return safe(parsed)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from sidecar.errors import InputError
 from sidecar.formats import Format, detect_format, make_decoder
-from sidecar.lines import decode_line
 from sidecar.model import ParseCounts, Sample
 from sidecar.parse import Extractor, JobParser
 
@@ -71,11 +70,9 @@ def samples_by_line(
     fmt: Format = "auto",
 ) -> Iterator[list[Sample]]:
     """The samples of each line that yields any, in file order."""
-    candidates = extractor.candidates
     counts = stats.counts
-    feed = parser.feed
+    feed_lines = parser.feed_lines
     for lines in read_batches(path, max_line_bytes=max_line_bytes, stats=stats, fmt=fmt):
-        for raw in candidates(lines):
-            samples = feed(decode_line(raw), counts)
-            if samples:
-                yield samples
+        found, _parsed = feed_lines(lines, counts)
+        for _line, samples in found:
+            yield samples

@@ -865,7 +865,7 @@ class TestMightMatch:
         extractor = make_extractor(
             definition("val_loss", r"val_loss=([0-9.]+)"), epoch=r"Epoch (\d+)/"
         )
-        expected = [raw for raw in lines if extractor.might_match(raw)]
+        expected = [i for i, raw in enumerate(lines) if extractor.might_match(raw)]
         assert extractor.candidates(lines) == expected
 
     @settings(database=None, deadline=None, max_examples=300)
