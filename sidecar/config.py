@@ -238,6 +238,9 @@ class Config(StrictModel):
     # values per metric-labelled Prometheus series (past it, folded into `other`)
     max_metrics_per_job: Int = Field(default=1000, ge=1, le=1_000_000)
     max_metric_series: Int = Field(default=1000, ge=1, le=1_000_000)
+    # `objective`: store only the objective's values, all the rule reads; `all` also keeps the
+    # other metrics for `status --values` (each stored value costs a row write)
+    store_metrics: Literal["all", "objective"] = "all"
     regex_timeout_seconds: Number = Field(default=0.1, gt=0, le=10)
     node: str | None = None
     idle_timeout_seconds: Number = Field(default=3600.0, ge=0)

@@ -411,8 +411,14 @@ class Pipeline:
         state = engine.jobs[job]
         if state.decision is not None:
             samples = [s for s in samples if not engine.frozen(job, s)]
-        batch.values.extend(ValueRow(engine.name, job, s.metric, s.epoch, s.value) for s in samples)
-        if not any(s.metric == self.config.objective.metric for s in samples):
+        objective = self.config.objective.metric
+        kept = (
+            samples
+            if self.config.store_metrics == "all"
+            else [s for s in samples if s.metric == objective]
+        )
+        batch.values.extend(ValueRow(engine.name, job, s.metric, s.epoch, s.value) for s in kept)
+        if not any(s.metric == objective for s in samples):
             engine.observe(job, samples)
             return
         decision = engine.observe(job, samples)

@@ -18,6 +18,9 @@ from sidecar.rule import JobHistory, Rule, Verdict, make_rule
 from sidecar.sources.offline import FileStats, samples_by_line
 from sidecar.store import Batch, JobUpdate, Store, ValueRow
 
+# values written to the store at once while replaying: memory stays bounded whatever the log's size
+REPLAY_BATCH_VALUES = 50_000
+
 
 @dataclass(slots=True)
 class JobTrace:
@@ -116,6 +119,7 @@ def replay(
         rule=recorder,
     )
     metric = config.objective.metric
+    every_metric = config.store_metrics == "all"
     for stored in store.load_jobs(tuning_job, metrics={metric}):
         if stored.name in names:
             raise UsageError(
@@ -155,7 +159,14 @@ def replay(
                     job_trace.values[s.epoch] = s.value
             if decision is not None:
                 continue
-            values.extend(ValueRow(tuning_job, job, s.metric, s.epoch, s.value) for s in samples)
+            values.extend(
+                ValueRow(tuning_job, job, s.metric, s.epoch, s.value)
+                for s in samples
+                if every_metric or s.metric == metric
+            )
+            if len(values) >= REPLAY_BATCH_VALUES:
+                store.apply(Batch(values=values))  # bounded memory: a long log streams to the store
+                values = []
             decision = engine.observe(job, samples)
             if trace:
                 shadow.observe(job, samples)

@@ -47,6 +47,10 @@ log = structlog.get_logger("sidecar.sources.files")
 
 FINGERPRINT_BYTES = 1024
 RECONCILE_SECONDS = 1.0
+# while the watcher works and the reconciles find nothing it missed, the glob-and-stat of every
+# file backs off to this (doubling from RECONCILE_SECONDS); what it finds resets it. The idle and
+# exit checks keep their one-second tick: only the per-file work backs off.
+RECONCILE_MAX_SECONDS = 16.0
 ROTATE_WAIT_SECONDS = 5.0
 FD_RESERVE = 128  # descriptors left for sockets, the store, watches, stops
 ERROR_BACKOFF = (1.0, 30.0)  # seconds the thread waits after an unexpected error, doubling
@@ -200,6 +204,7 @@ class FileTailer:
         self._open_failed: dict[str, str] = {}  # path -> why it could not be opened, this scan
         self.unreadable: str | None = None  # why some matched files cannot be followed now
         self.running = False
+        self.activity = 0  # files opened, forgotten, chunks sent: did a reconcile find anything?
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -238,25 +243,34 @@ class FileTailer:
         return True
 
     def _loop(self) -> None:
-        next_reconcile = self.clock() + RECONCILE_SECONDS
+        next_tick = self.clock() + RECONCILE_SECONDS
+        scan_every = RECONCILE_SECONDS
+        next_scan = next_tick
         delay = ERROR_BACKOFF[0]
         while not self._stop.is_set():
             polling = self.watcher is None or self.watcher.polling
-            timeout = POLL_SECONDS if polling else max(0.0, next_reconcile - self.clock())
+            timeout = POLL_SECONDS if polling else max(0.0, next_tick - self.clock())
             paths, rescan = self.waker.wait(timeout)
             if self._stop.is_set():
                 break
             now = self.clock()
-            reconcile = polling or now >= next_reconcile
-            if reconcile:
-                next_reconcile = now + RECONCILE_SECONDS
-
-            if self._guarded(self._step, now, reconcile, rescan, paths):
+            tick = polling or now >= next_tick
+            if tick:
+                next_tick = now + RECONCILE_SECONDS
+            full = polling or (tick and now >= next_scan)
+            before = self.activity
+            if self._guarded(self._step, now, tick, rescan, paths, full):
                 self.running = True
                 delay = ERROR_BACKOFF[0]
             else:  # restarted after a pause: /readyz says not ready meanwhile
                 self._stop.wait(delay)
                 delay = min(delay * 2, ERROR_BACKOFF[1])
+            if full:
+                found = self.activity != before or rescan or bool(paths)
+                scan_every = (
+                    RECONCILE_SECONDS if found else min(scan_every * 2, RECONCILE_MAX_SECONDS)
+                )
+                next_scan = now + scan_every
 
     def step(self, *, reconcile: bool = False) -> None:
         """Handle the wake-ups that are waiting, without waiting for any: what the thread does
@@ -264,18 +278,30 @@ class FileTailer:
         paths, rescan = self.waker.wait(0)
         self._step(self.clock(), reconcile, rescan, paths)
 
-    def _step(self, now: float, reconcile: bool, rescan: bool, paths: set[str]) -> None:
-        """One wake-up: the reconcile (every second), a rescan (files came or went), or just
-        the files an event named."""
+    def _step(
+        self, now: float, reconcile: bool, rescan: bool, paths: set[str], full: bool = True
+    ) -> None:
+        """One wake-up: the reconcile (every second; its scan of every file only when `full`,
+        see RECONCILE_MAX_SECONDS), a rescan (files came or went), or just the files an event
+        named."""
         if reconcile:
-            if self.watcher is not None:
-                self.watcher.schedule_missing()
-            self.scan()
+            if full:
+                if self.watcher is not None:
+                    self.watcher.schedule_missing()
+                self.scan()
+            elif rescan:
+                self.scan()
+            else:
+                self._read_named(paths)
             self._check_idle(now)
             self._check_exits(now)
         elif rescan:
             self.scan()
         else:
+            self._read_named(paths)
+
+    def _read_named(self, paths: set[str]) -> None:
+        if paths:
             named = [t for t in self.files.values() if t.path in paths]
             # a rotated file is drained before its successor, whichever file the event named
             # (an event for the rotated file may have been lost)
@@ -496,6 +522,7 @@ class FileTailer:
                 return
 
     def _open(self, key: str, path: str, source: SourceConfig, now: float) -> None:
+        self.activity += 1
         found = self._name(path, source)
         if found is None:
             return
@@ -572,6 +599,7 @@ class FileTailer:
         )
 
     def _forget(self, tailed: TailedFile, now: float, *, deleted: bool) -> None:
+        self.activity += 1
         self._close(tailed)
         del self.files[tailed.key]
         if deleted and not any(f.name == tailed.name for f in self.files.values()):
@@ -657,6 +685,7 @@ class FileTailer:
             tailed.fresh = tailed.rewritten = False
         tailed.resume = {}
         tailed.sent_offset = decoder.offset
+        self.activity += 1
         self._idle_reported.discard(tailed.name)
         if lines and tailed.name in self._exit_reported:  # it speaks again: a process anew
             self._exit_reported.discard(tailed.name)

@@ -108,6 +108,11 @@ MIGRATIONS: list[str] = [
     DROP INDEX metric_values_by_seq;
     CREATE INDEX metric_values_by_cursor ON metric_values (tuning_job, metric, seq);
     """,
+    # 3: the (tuning_job, metric, job, epoch) index goes, as on SQLite: the cursor index serves
+    # the same lookups by (tuning_job, metric), and each index costs every value write
+    """
+    DROP INDEX metric_values_by_metric;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -164,3 +164,49 @@ class TestReplayMatchesRecomputation:
         assert got == expected
         for i, job in enumerate(jobs):
             assert job["epochs"] == expected.get(i, len(curves[i]))
+
+
+class TestReplayStreams:
+    def test_a_long_log_is_stored_in_bounded_batches_and_whole(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Values reach the store in batches of REPLAY_BATCH_VALUES while the log is read, not
+        all at the end; none is lost at the batch edges."""
+        import sidecar.replay as replay_module
+
+        monkeypatch.setattr(replay_module, "REPLAY_BATCH_VALUES", 7)
+        logs = write_logs(tmp_path, [[1.0 / (e + 1) for e in range(50)]])
+        store = open_store(f"sqlite://{tmp_path / 'h.db'}")
+        sizes: list[int] = []
+        apply = store.apply
+        monkeypatch.setattr(
+            store, "apply", lambda batch: (sizes.append(len(batch.values)), apply(batch))
+        )
+        replay(make_config(), logs, store)
+        job = store.load_job("t", "job-001")
+        assert job is not None
+        assert [e for e, _ in job.values["val_loss"]] == list(range(1, 51))
+        assert len(sizes) > 1 and max(sizes) <= 7
+
+    def test_store_metrics_objective_keeps_only_the_objective(self, tmp_path: Path) -> None:
+        config = make_config().model_copy(update={"store_metrics": "objective"})
+        config = validate_config(
+            {
+                **config.model_dump(mode="json", exclude_defaults=True),
+                "metric_definitions": [
+                    {"Name": "val_loss", "Regex": r"val_loss=(\S+)"},
+                    {"Name": "other", "Regex": r"other=(\S+)"},
+                ],
+            }
+        )
+        logs = write_logs(tmp_path, [[0.5, 0.4]])
+        store = open_store(f"sqlite://{tmp_path / 'h.db'}")
+        replay(config, logs, store)
+        job = store.load_job("t", "job-001")
+        assert job is not None
+        assert set(job.values) == {"val_loss"}
+        every = validate_config({**config.model_dump(mode="json"), "store_metrics": "all"})
+        store2 = open_store(f"sqlite://{tmp_path / 'h2.db'}")
+        replay(every, logs, store2)
+        job2 = store2.load_job("t", "job-001")
+        assert job2 is not None and set(job2.values) == {"val_loss", "other"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -109,6 +110,39 @@ class TestSqliteSpecifics:
         ]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert "write_sequence" not in tables
+
+    def test_upgrade_to_v3_keeps_every_value_in_a_lean_table(self, tmp_path: Path) -> None:
+        """v3 rebuilds metric_values WITHOUT ROWID with only the cursor index; nothing is lost,
+        NaN (NULL) included, and the cursor still finds what changed."""
+        path = tmp_path / "h.db"
+        db = sqlite3.connect(path, isolation_level=None)
+        assert migrate(db, str(path), MIGRATIONS[:2]) == 2
+        db.execute("INSERT INTO tuning_jobs VALUES ('t', 'val_loss', 'Minimize', 0, 5)")
+        db.execute("INSERT INTO jobs VALUES ('t', 'a', 1, 'Running', NULL, NULL, 0, NULL, 5)")
+        rows = [("t", "a", "val_loss", 1, 0.5, 4), ("t", "a", "val_loss", 2, None, 5)]
+        db.executemany("INSERT INTO metric_values VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.close()
+        store = SqliteStore(str(path))
+        job = store.load_job("t", "a")
+        assert job is not None
+        (e1, v1), (e2, v2) = job.values["val_loss"]
+        assert (e1, v1, e2) == (1, 0.5, 2)
+        assert math.isnan(v2)
+        store.close()
+        db = sqlite3.connect(path)
+        sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'metric_values'").fetchone()
+        assert "WITHOUT ROWID" in sql[0]
+        indexes = {
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'metric_values'"
+                " AND sql IS NOT NULL"
+            )
+        }
+        assert indexes == {"metric_values_by_cursor"}
+        assert sorted(db.execute("SELECT * FROM metric_values").fetchall(), key=str) == sorted(
+            rows, key=str
+        )
 
     def test_driver_errors_are_store_errors(self, store: SqliteStore) -> None:
         """A sqlite3 error inside a protocol method is a StoreError naming what failed."""
