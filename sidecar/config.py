@@ -82,13 +82,67 @@ class Objective(StrictModel):
     _type = field_validator("type", mode="before")(_enum_any_case(ObjectiveType))
 
 
+RuleName = Literal[
+    "sagemaker",
+    "optuna-median",
+    "optuna-percentile",
+    "optuna-threshold",
+    "katib-median",
+]
+
+
+class OptunaParams(StrictModel):
+    """The `optuna:` block: Optuna's pruner arguments, with Optuna's names and defaults."""
+
+    n_startup_trials: Int = Field(default=5, ge=0)
+    n_warmup_steps: Int = Field(default=0, ge=0)
+    interval_steps: Int = Field(default=1, ge=1)
+    n_min_trials: Int = Field(default=1, ge=1)
+    percentile: Number | None = Field(default=None, ge=0, le=100)  # optuna-percentile
+    lower: Number | None = None  # optuna-threshold
+    upper: Number | None = None
+
+
+class KatibParams(StrictModel):
+    """The `katib:` block: the medianstop service's settings, with Katib's names and defaults."""
+
+    min_trials_required: Int = Field(default=3, ge=1)
+    start_step: Int = Field(default=4, ge=1)
+
+
+class Patience(StrictModel):
+    """`patience:` — Optuna's PatientPruner around the rule."""
+
+    patience: Int = Field(ge=0)
+    min_delta: Number = Field(default=0.0, ge=0)
+
+
 class EarlyStopping(StrictModel):
     """SageMaker's early-stopping switch and the rule's parameters."""
 
     type: EarlyStoppingType = EarlyStoppingType.AUTO
-    rule: Literal["sagemaker"] = "sagemaker"
+    rule: RuleName = "sagemaker"
     min_jobs: Int = Field(default=3, ge=1)
     start_epoch: Int = Field(default=1, ge=1, le=1_000_000_000)
+    optuna: OptunaParams = Field(default_factory=OptunaParams)
+    katib: KatibParams = Field(default_factory=KatibParams)
+    patience: Patience | None = None
+
+    @model_validator(mode="after")
+    def _rule_parameters(self) -> EarlyStopping:
+        optuna = self.optuna
+        if self.rule == "optuna-percentile" and optuna.percentile is None:
+            raise ValueError("optuna.percentile is required by rule optuna-percentile (0-100)")
+        if self.rule == "optuna-threshold":
+            if optuna.lower is None and optuna.upper is None:
+                raise ValueError("optuna.lower or optuna.upper is required by optuna-threshold")
+            if (
+                optuna.lower is not None
+                and optuna.upper is not None
+                and optuna.lower > optuna.upper
+            ):
+                raise ValueError("optuna.lower must not be above optuna.upper")
+        return self
 
     @field_validator("type", mode="before")
     @classmethod

@@ -8,14 +8,8 @@ from dataclasses import dataclass, field, replace
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
-from sidecar.rule import (
-    AveragesAtEpoch,
-    JobHistory,
-    Rule,
-    SageMakerMedianRule,
-    Verdict,
-    make_rule,
-)
+from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, Verdict
+from sidecar.rules import make_rule
 
 MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
 
@@ -27,11 +21,19 @@ class JobState:
     name: str
     order: int
     history: JobHistory
-    status: JobStatus = JobStatus.RUNNING
     decision: Decision | None = None
     latest: dict[str, float] = field(default_factory=dict)
     verdict: Verdict | None = None  # the rule's last verdict on it
     compared: int = 0  # how many of its values the rule compared (warm-up over)
+
+    @property
+    def status(self) -> JobStatus:
+        """Held by the history, where the rules that count Completed jobs read it."""
+        return self.history.status
+
+    @status.setter
+    def status(self, value: JobStatus) -> None:
+        self.history.status = value
 
     def why_not_stopped(self) -> str | None:
         """Why the rule has not stopped this job, in words (None once it has decided to)."""
@@ -82,7 +84,7 @@ class TuningJobEngine:
         known = self.jobs.get(job)
         if known is not None:
             return known
-        state = JobState(job, order, JobHistory(order, self.objective.type), status)
+        state = JobState(job, order, JobHistory(order, self.objective.type, status))
         self.jobs[job] = state
         at = bisect.bisect_left(self._orders, order)
         self._orders.insert(at, order)
@@ -174,7 +176,13 @@ class TuningJobEngine:
             )
         else:
             earlier = self._histories[: bisect.bisect_left(self._orders, state.order)]
-            verdict = self.rule.decide(epoch=sample.epoch, value=sample.value, earlier=earlier)
+            verdict = self.rule.decide(
+                epoch=sample.epoch,
+                value=sample.value,
+                earlier=earlier,
+                job=state.history,
+                others=self._histories,
+            )
         state.verdict = verdict
         if verdict.compared:
             state.compared += 1
@@ -189,6 +197,7 @@ class TuningJobEngine:
             compared_jobs=verdict.compared_jobs,
             rule=self.rule.name,
             dry_run=self.dry_run,
+            details=verdict.details,
         )
         state.decision = decision
         state.status = JobStatus.STOPPED

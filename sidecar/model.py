@@ -42,6 +42,8 @@ class Decision:
     # how the stop ended (`stopped`, `already_exited`, `dry_run`, `refused`, `failed`); None
     # until it has, and always in `replay`, which stops nothing
     outcome: str | None = None
+    # what else the rule compared, by name (Optuna's `best_so_far`, `percentile`, the `rung`)
+    details: tuple[tuple[str, float], ...] = ()
 
     def evidence(self) -> dict[str, Any]:
         """The `decision` object of `replay --json` and `status --json` (non-finite numbers
@@ -52,6 +54,8 @@ class Decision:
             "median": finite_or_none(self.median),
             "compared_jobs": self.compared_jobs,
         }
+        for key, number in self.details:
+            doc[key] = finite_or_none(number)
         if self.dry_run:
             doc["dry_run"] = True
         if self.outcome is not None:

@@ -14,7 +14,8 @@ from sidecar.formats import Format
 from sidecar.model import Decision, JobStatus, ParseCounts, Sample
 from sidecar.parse import Extractor, JobParser
 from sidecar.report import job_doc, objective_doc
-from sidecar.rule import JobHistory, Rule, Verdict, make_rule
+from sidecar.rule import JobHistory, Rule, Verdict
+from sidecar.rules import make_rule
 from sidecar.sources.offline import FileStats, samples_by_line
 from sidecar.store import Batch, JobUpdate, Store, ValueRow
 
@@ -44,8 +45,18 @@ class RecordingRule:
         self.name = rule.name
         self.verdicts: list[tuple[int, Verdict]] = []
 
-    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
-        verdict = self.rule.decide(epoch=epoch, value=value, earlier=earlier)
+    def decide(
+        self,
+        *,
+        epoch: int,
+        value: float,
+        earlier: Iterable[JobHistory],
+        job: JobHistory | None = None,
+        others: Iterable[JobHistory] = (),
+    ) -> Verdict:
+        verdict = self.rule.decide(
+            epoch=epoch, value=value, earlier=earlier, job=job, others=others
+        )
         self.verdicts.append((epoch, verdict))
         return verdict
 

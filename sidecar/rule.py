@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sidecar.config import EarlyStopping, ObjectiveType
+from sidecar.config import ObjectiveType
+from sidecar.model import JobStatus
 
 
 def worst(direction: ObjectiveType) -> float:
@@ -57,11 +58,14 @@ def running_average_of(values: Iterable[float], direction: ObjectiveType) -> flo
 class JobHistory:
     """One job's objective values as the rule sees them: by epoch, cut at its stop decision."""
 
-    __slots__ = ("_averages", "direction", "order", "stop_epoch", "values")
+    __slots__ = ("_averages", "direction", "order", "status", "stop_epoch", "values")
 
-    def __init__(self, order: int, direction: ObjectiveType) -> None:
+    def __init__(
+        self, order: int, direction: ObjectiveType, status: JobStatus = JobStatus.RUNNING
+    ) -> None:
         self.order = order
         self.direction = direction
+        self.status = status  # Completed jobs are what Optuna's and Katib's rules compare with
         self.values: dict[int, float] = {}
         self.stop_epoch: int | None = None
         self._averages: dict[int, float] = {}
@@ -101,6 +105,8 @@ class Verdict:
     compared_jobs: int
     compared: bool = True
     reason: str = ""
+    # what else the rule compared, for the decision's evidence (Optuna's best-so-far, the rung)
+    details: tuple[tuple[str, float], ...] = ()
 
 
 class Rule(Protocol):
@@ -108,8 +114,18 @@ class Rule(Protocol):
 
     name: str
 
-    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
-        """Whether the job that reported `value` at `epoch` should stop."""
+    def decide(
+        self,
+        *,
+        epoch: int,
+        value: float,
+        earlier: Iterable[JobHistory],
+        job: JobHistory | None = None,
+        others: Iterable[JobHistory] = (),
+    ) -> Verdict:
+        """Whether the job that reported `value` at `epoch` should stop. `earlier`: the jobs
+        launched before it; `job`: its own history (the value already in it); `others`: every
+        job of the tuning job (the rule skips `job` itself), for rules that count Completed ones."""
         ...
 
 
@@ -124,7 +140,15 @@ class SageMakerMedianRule:
         self.min_jobs = min_jobs
         self.start_epoch = start_epoch
 
-    def decide(self, *, epoch: int, value: float, earlier: Iterable[JobHistory]) -> Verdict:
+    def decide(
+        self,
+        *,
+        epoch: int,
+        value: float,
+        earlier: Iterable[JobHistory],
+        job: JobHistory | None = None,
+        others: Iterable[JobHistory] = (),
+    ) -> Verdict:
         # step 1: P = earlier jobs with a (usable) value at this epoch; step 2: their r_j(e)
         averages = [job.running_average(epoch) for job in earlier if job.usable_at(epoch)]
         averages.sort()
@@ -188,11 +212,3 @@ class AveragesAtEpoch:
             average = history.running_average(self.epoch)
             bisect.insort(self.sorted, average)
             self.included[history] = average
-
-
-def make_rule(settings: EarlyStopping, direction: ObjectiveType) -> Rule:
-    """The rule named in the config."""
-    rules = {"sagemaker": SageMakerMedianRule}
-    return rules[settings.rule](
-        direction=direction, min_jobs=settings.min_jobs, start_epoch=settings.start_epoch
-    )

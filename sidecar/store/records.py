@@ -126,6 +126,7 @@ def decision_to_json(decision: Decision | None) -> str | None:
             "rule": decision.rule,
             "dry_run": decision.dry_run,
             "outcome": decision.outcome,
+            **({"details": [list(d) for d in decision.details]} if decision.details else {}),
         }
     )
 
@@ -145,6 +146,7 @@ def decision_from_json(tuning_job: str, job: str, text: str | None) -> Decision 
         rule=str(doc.get("rule", "sagemaker")),
         dry_run=bool(doc.get("dry_run", False)),
         outcome=doc.get("outcome"),
+        details=tuple((str(k), float(v)) for k, v in doc.get("details", ())),
     )
 
 

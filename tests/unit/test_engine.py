@@ -167,5 +167,5 @@ class _Uncached:
         self.inner = rule
         self.name = "sagemaker"
 
-    def decide(self, *, epoch: int, value: float, earlier: object) -> object:
+    def decide(self, *, epoch: int, value: float, earlier: object, **_context: object) -> object:
         return self.inner.decide(epoch=epoch, value=value, earlier=earlier)  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ import pytest
 from sidecar.cli import read_config
 from sidecar.extras import install_hint
 from sidecar.replay import replay
-from sidecar.rule import JobHistory, make_rule
+from sidecar.rule import JobHistory
+from sidecar.rules import make_rule
 from sidecar.store import open_store
 from tests.conftest import ROOT, SAMPLE_LOGS, skip_or_fail
 
