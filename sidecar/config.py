@@ -86,6 +86,7 @@ RuleName = Literal[
     "sagemaker",
     "optuna-median",
     "optuna-percentile",
+    "optuna-successive-halving",
     "optuna-threshold",
     "katib-median",
 ]
@@ -101,6 +102,16 @@ class OptunaParams(StrictModel):
     percentile: Number | None = Field(default=None, ge=0, le=100)  # optuna-percentile
     lower: Number | None = None  # optuna-threshold
     upper: Number | None = None
+    min_resource: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"  # successive halving
+    reduction_factor: Int = Field(default=4, ge=2)
+    min_early_stopping_rate: Int = Field(default=0, ge=0)
+    bootstrap_count: Int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _bootstrap_needs_a_min_resource(self) -> OptunaParams:
+        if self.bootstrap_count > 0 and self.min_resource == "auto":
+            raise ValueError("bootstrap_count > 0 needs an integer min_resource, not auto (Optuna)")
+        return self
 
 
 class KatibParams(StrictModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -10,6 +11,15 @@ from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
 from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, Verdict
 from sidecar.rules import make_rule
+
+
+def stop_rung(decision: Decision) -> int | None:
+    """The successive-halving rung a decision names in its evidence (None for other rules)."""
+    for key, number in decision.details:
+        if key == "rung":
+            return int(number)
+    return None
+
 
 MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
 
@@ -137,6 +147,7 @@ class TuningJobEngine:
         if decision is not None:
             state.decision = decision
             state.history.stop_epoch = decision.epoch
+            state.history.stop_rung = stop_rung(decision)
         self._changed(state.history)
 
     def frozen(self, job: str, sample: Sample) -> bool:
@@ -186,14 +197,16 @@ class TuningJobEngine:
         state.verdict = verdict
         if verdict.compared:
             state.compared += 1
-        if not verdict.stop or verdict.median is None:
+        if not verdict.stop:
             return None
         decision = Decision(
             tuning_job=self.name,
             job=state.name,
             epoch=sample.epoch,
             value=sample.value,
-            median=verdict.median,
+            # what the rule compared with; NaN when it stopped on the value alone (Optuna's
+            # NaN and bootstrap cases)
+            median=math.nan if verdict.median is None else verdict.median,
             compared_jobs=verdict.compared_jobs,
             rule=self.rule.name,
             dry_run=self.dry_run,
@@ -202,6 +215,7 @@ class TuningJobEngine:
         state.decision = decision
         state.status = JobStatus.STOPPED
         state.history.stop_epoch = sample.epoch
+        state.history.stop_rung = stop_rung(decision)
         self._changed(state.history)
         return decision
 

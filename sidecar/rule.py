@@ -58,7 +58,7 @@ def running_average_of(values: Iterable[float], direction: ObjectiveType) -> flo
 class JobHistory:
     """One job's objective values as the rule sees them: by epoch, cut at its stop decision."""
 
-    __slots__ = ("_averages", "direction", "order", "status", "stop_epoch", "values")
+    __slots__ = ("_averages", "direction", "order", "status", "stop_epoch", "stop_rung", "values")
 
     def __init__(
         self, order: int, direction: ObjectiveType, status: JobStatus = JobStatus.RUNNING
@@ -68,6 +68,7 @@ class JobHistory:
         self.status = status  # Completed jobs are what Optuna's and Katib's rules compare with
         self.values: dict[int, float] = {}
         self.stop_epoch: int | None = None
+        self.stop_rung: int | None = None  # successive halving: the rung its stop was decided at
         self._averages: dict[int, float] = {}
 
     def set_value(self, epoch: int, value: float) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from sidecar.config import EarlyStopping, ObjectiveType
 from sidecar.rule import Rule, SageMakerMedianRule
 from sidecar.rules.katib import KatibMedianRule
-from sidecar.rules.optuna import OptunaPercentileRule, OptunaThresholdRule
+from sidecar.rules.optuna import (
+    OptunaPercentileRule,
+    OptunaSuccessiveHalvingRule,
+    OptunaThresholdRule,
+)
 from sidecar.rules.patience import PatientRule
 
 
@@ -28,6 +32,14 @@ def make_rule(settings: EarlyStopping, direction: ObjectiveType) -> Rule:
             n_warmup_steps=optuna.n_warmup_steps,
             interval_steps=optuna.interval_steps,
             n_min_trials=optuna.n_min_trials,
+        )
+    elif settings.rule == "optuna-successive-halving":
+        rule = OptunaSuccessiveHalvingRule(
+            direction=direction,
+            min_resource=None if optuna.min_resource == "auto" else optuna.min_resource,
+            reduction_factor=optuna.reduction_factor,
+            min_early_stopping_rate=optuna.min_early_stopping_rate,
+            bootstrap_count=optuna.bootstrap_count,
         )
     elif settings.rule == "optuna-threshold":
         rule = OptunaThresholdRule(

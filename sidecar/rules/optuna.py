@@ -11,7 +11,7 @@ are ordinary numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from sidecar.config import ObjectiveType
 from sidecar.model import JobStatus
@@ -141,3 +141,152 @@ class OptunaThresholdRule:
 
 def _wait(reason: str) -> Verdict:
     return Verdict(False, None, 0, compared=False, reason=reason)
+
+
+class OptunaSuccessiveHalvingRule:
+    """Optuna's `SuccessiveHalvingPruner` (asynchronous successive halving, stop-only).
+
+    Rung r's promotion step is `min_resource * reduction_factor ** (min_early_stopping_rate + r)`.
+    At each decision the job climbs the rungs its last step has reached: at each, its value is
+    that rung's value (a NaN value stops it first), compared with the rung values of every other
+    job that reached the rung: it goes on only when it is in the top 1 / reduction_factor of them
+    (the best one while fewer than reduction_factor have), and, with `bootstrap_count`, only once
+    more than that many values are at the rung.
+
+    Optuna keeps rung values in trial attributes; here they are derived from each job's stored
+    values (docs/rules.md): the value at the first epoch at or past each promotion step, for the
+    rungs the job climbed, up to the one its stop decision names (`rung` in its evidence). So a
+    restart, another node's history and `replay` give the same rung values. `min_resource: auto`
+    is Optuna's estimate at its first decision after a job Completed: the last epoch of the first
+    Completed job (launch order) with values, // 100, at least 1; jobs launched up to that one
+    climbed no rung (Optuna had no min_resource while they ran).
+    """
+
+    name = "optuna-successive-halving"
+
+    def __init__(
+        self,
+        *,
+        direction: ObjectiveType,
+        min_resource: int | None,
+        reduction_factor: int,
+        min_early_stopping_rate: int,
+        bootstrap_count: int,
+    ) -> None:
+        self.direction = direction
+        self.min_resource = min_resource
+        self.reduction_factor = reduction_factor
+        self.min_early_stopping_rate = min_early_stopping_rate
+        self.bootstrap_count = bootstrap_count
+        self._rungs: dict[JobHistory, tuple[tuple[object, ...], list[float]]] = {}
+        # a wrapper that asks this rule only at some steps (`patience`): Optuna records rung
+        # values only when the pruner is asked, so the derivation asks the same question
+        self.gate: Callable[[Mapping[int, float]], bool] | None = None
+
+    def promotion_step(self, min_resource: int, rung: int) -> int:
+        return int(min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung))
+
+    def _min_resource(self, others: Iterable[JobHistory]) -> tuple[int, int] | None:
+        """(min_resource, the launch order up to which jobs climbed no rung) or None (not yet)."""
+        if self.min_resource is not None:
+            return self.min_resource, 0
+        completed = [h for h in others if h.status is JobStatus.COMPLETED and h.values]
+        if not completed:
+            return None
+        first = min(completed, key=lambda h: h.order)
+        return max(max(first.values) // 100, 1), first.order
+
+    def rung_values(
+        self, history: JobHistory, min_resource: int, before: int | None
+    ) -> list[float]:
+        """The job's value at each rung it climbed (index: rung), from its values at epochs
+        before `before` (all of them when None), cut at its stop decision's rung."""
+        key = (min_resource, before, len(history.values), history.stop_epoch, history.stop_rung)
+        cached = self._rungs.get(history)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        out: list[float] = []
+        rung = 0
+        steps = sorted(history.values)
+        for at, step in enumerate(steps):
+            if before is not None and step >= before:
+                break
+            if history.stop_epoch is not None and step > history.stop_epoch:
+                break
+            if self.gate is not None:
+                asked = self.gate({s: history.values[s] for s in steps[: at + 1]})
+                if not asked:
+                    continue
+            v = history.values[step]
+            while step >= self.promotion_step(min_resource, rung):
+                if math.isnan(v):
+                    break
+                out.append(v)
+                if step == history.stop_epoch and rung >= (history.stop_rung or 0):
+                    break
+                rung += 1
+            else:
+                continue
+            break  # stopped (NaN, or the rung its decision names)
+        self._rungs[history] = (key, out)
+        return out
+
+    def decide(
+        self,
+        *,
+        epoch: int,
+        value: float,
+        earlier: Iterable[JobHistory],
+        job: JobHistory | None = None,
+        others: Iterable[JobHistory] = (),
+    ) -> Verdict:
+        if job is None:
+            return _wait("no job history")
+        everyone = list(others)
+        known = self._min_resource(h for h in everyone if h is not job)
+        if known is None:
+            return _wait("no Completed job yet to estimate min_resource from")
+        min_resource, climbed_none = known
+        if job.order <= climbed_none:
+            return _wait("launched before min_resource was known")
+        step = max(job.values)
+        value = job.values[step]
+        rung = len(self.rung_values(job, min_resource, before=step))
+        compared = 0
+        while True:
+            promotion = self.promotion_step(min_resource, rung)
+            if step < promotion:
+                if compared:
+                    why = f"promoted to rung {rung} at step {step}"
+                    return Verdict(False, None, compared, reason=why)
+                return _wait(f"step {step} is before rung {rung}'s promotion step {promotion}")
+            details = (("rung", float(rung)), ("step", float(step)))
+            if math.isnan(value):
+                return Verdict(True, value, 0, reason="the value is NaN", details=details)
+            competing = [
+                values[rung]
+                for h in everyone
+                if h is not job
+                and h.order > climbed_none
+                and len(values := self.rung_values(h, min_resource, None)) > rung
+            ]
+            competing.append(value)
+            compared = len(competing)
+            if compared <= self.bootstrap_count:
+                why = f"{compared} values at rung {rung}, bootstrap_count {self.bootstrap_count}"
+                return Verdict(True, None, compared, reason=why, details=details)
+            k = max(compared // self.reduction_factor - 1, 0)
+            competing.sort()
+            if self.direction is ObjectiveType.MAXIMIZE:
+                cut = competing[-(k + 1)]
+                promotable = value >= cut
+            else:
+                cut = competing[k]
+                promotable = value <= cut
+            if not promotable:
+                why = (
+                    f"at rung {rung} (step {step}), {value:.4g} is not in the top "
+                    f"{k + 1} of {compared} jobs (cut {cut:.4g})"
+                )
+                return Verdict(True, cut, compared, reason=why, details=details)
+            rung += 1

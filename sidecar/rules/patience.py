@@ -8,7 +8,7 @@ are all NaN compares false (NumPy's nanmin of nothing is NaN): not patient-stopp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sidecar.config import ObjectiveType
 from sidecar.rule import JobHistory, Rule, Verdict
@@ -26,6 +26,20 @@ class PatientRule:
         self.direction = direction
         self.patience = patience
         self.min_delta = min_delta
+        if hasattr(wrapped, "gate"):
+            wrapped.gate = self.stalled  # successive halving derives its rungs where it was asked
+
+    def stalled(self, values: Mapping[int, float]) -> bool:
+        """Whether the job has not improved by `min_delta` over its last `patience` + 1 values:
+        the wrapped rule is asked only then."""
+        steps = sorted(values)
+        if len(steps) <= self.patience + 1:
+            return False
+        before = [values[s] for s in steps[: -self.patience - 1]]
+        after = [values[s] for s in steps[-self.patience - 1 :]]
+        if self.direction is ObjectiveType.MINIMIZE:
+            return nanmin(before) + self.min_delta < nanmin(after)
+        return nanmax(before) - self.min_delta > nanmax(after)
 
     def decide(
         self,
@@ -37,17 +51,10 @@ class PatientRule:
         others: Iterable[JobHistory] = (),
     ) -> Verdict:
         values = job.values if job is not None else {epoch: value}
-        steps = sorted(values)
-        if len(steps) <= self.patience + 1:
-            why = f"{len(steps)} values, patience {self.patience} needs {self.patience + 2}"
+        if len(values) <= self.patience + 1:
+            why = f"{len(values)} values, patience {self.patience} needs {self.patience + 2}"
             return Verdict(False, None, 0, compared=False, reason=why)
-        before = [values[s] for s in steps[: -self.patience - 1]]
-        after = [values[s] for s in steps[-self.patience - 1 :]]
-        if self.direction is ObjectiveType.MINIMIZE:
-            stalled = nanmin(before) + self.min_delta < nanmin(after)
-        else:
-            stalled = nanmax(before) - self.min_delta > nanmax(after)
-        if not stalled:
+        if not self.stalled(values):
             why = f"improved within the last {self.patience + 1} values (patience)"
             return Verdict(False, None, 0, compared=False, reason=why)
         return self.wrapped.decide(

@@ -30,7 +30,7 @@ SWEEPS = 400
 
 
 def katib_reference(
-    curves: list[list[float]], maximize: bool, min_trials: int, start_step: int
+    curves: list[list[tuple[int, float]]], maximize: bool, min_trials: int, start_step: int
 ) -> dict[int, int]:
     """Jobs run one after another; each gets its rule from the trials succeeded before it."""
     averages: list[float] = []  # trials_avg_history, in the order trials succeeded
@@ -39,20 +39,20 @@ def katib_reference(
         target = sum(averages) / len(averages) if len(averages) >= min_trials else None
         optimal = math.nan
         stopped_at = None
-        for step, v in enumerate(values, 1):
+        for step, (epoch, v) in enumerate(values, 1):
             if math.isnan(optimal) or (maximize and v > optimal) or (not maximize and v < optimal):
                 optimal = v
             if target is None or step < start_step:
                 continue
             if (optimal < target) if maximize else (optimal > target):
-                stopped_at = step
+                stopped_at = epoch  # the decision names the epoch of that report
                 break
         if stopped_at is not None:
             stops[j] = stopped_at
             continue
         if values:
             metric_sum = 0.0
-            first = values[:start_step]
+            first = [v for _, v in values[:start_step]]
             for x in first:
                 metric_sum += x
             averages.append(metric_sum / len(first))
@@ -60,14 +60,14 @@ def katib_reference(
 
 
 def sidecar_stops(
-    tmp: Path, curves: list[list[float]], direction: str, katib: dict[str, Any]
+    tmp: Path, curves: list[list[tuple[int, float]]], direction: str, katib: dict[str, Any]
 ) -> dict[int, int]:
     folder = tmp / f"sweep-{random.random():.12f}"
     folder.mkdir()
     logs = []
     for j, values in enumerate(curves):
         path = folder / f"job-{j:03d}.log"
-        path.write_text("".join(f"epoch {e} val={v!r}\n" for e, v in enumerate(values, 1)))
+        path.write_text("".join(f"epoch {e} val={v!r}\n" for e, v in values))
         logs.append(path)
     config = validate_config(
         {

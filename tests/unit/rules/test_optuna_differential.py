@@ -29,7 +29,9 @@ SWEEPS = 400  # per rule, and again with patience around it
 SPECIAL = [math.nan, math.inf, -math.inf]
 
 
-def curve(rng: random.Random) -> list[float]:
+def curve(rng: random.Random) -> list[tuple[int, float]]:
+    """(epoch, value) pairs in report order; now and then with epochs skipped (a job that
+    validates every few epochs), so several rungs or intervals are passed at once."""
     length = rng.randint(1, 9)
     shape = rng.choice(["decay", "flat", "noisy", "ties", "special"])
     base = rng.choice([0.5, 1.0, 2.0])
@@ -46,13 +48,26 @@ def curve(rng: random.Random) -> list[float]:
         else:
             v = rng.random() * base
         values.append(round(v, 3) if math.isfinite(v) else v)
-    return values
+    if rng.random() < 0.3:
+        epochs = sorted(rng.sample(range(1, 3 * length + 1), length))
+    else:
+        epochs = list(range(1, length + 1))
+    return list(zip(epochs, values, strict=True))
 
 
 def params(rule: str, rng: random.Random) -> dict[str, Any]:
+    if rule == "optuna-successive-halving":
+        p: dict[str, Any] = {
+            "min_resource": rng.choice(["auto", 1, 1, 2]),
+            "reduction_factor": rng.choice([2, 2, 3, 4]),
+            "min_early_stopping_rate": rng.choice([0, 0, 1]),
+        }
+        if p["min_resource"] != "auto":
+            p["bootstrap_count"] = rng.choice([0, 0, 1, 3])
+        return p
     if rule == "optuna-threshold":
         lower, upper = rng.choice([(0.2, None), (None, 0.8), (0.1, 0.9), (0.5, 0.5)])
-        p: dict[str, Any] = {"lower": lower, "upper": upper}
+        p = {"lower": lower, "upper": upper}
     else:
         p = {
             "n_startup_trials": rng.choice([0, 1, 2, 5]),
@@ -82,6 +97,8 @@ def pruner(rule: str, p: dict[str, Any]) -> Any:
             interval_steps=p["interval_steps"],
             n_min_trials=p["n_min_trials"],
         )
+    if rule == "optuna-successive-halving":
+        return pr.SuccessiveHalvingPruner(**p)
     return pr.ThresholdPruner(
         lower=p["lower"],
         upper=p["upper"],
@@ -91,7 +108,7 @@ def pruner(rule: str, p: dict[str, Any]) -> Any:
 
 
 def optuna_stops(
-    curves: list[list[float]], direction: str, the_pruner: Any
+    curves: list[list[tuple[int, float]]], direction: str, the_pruner: Any
 ) -> tuple[dict[int, int], int]:
     """{job index: stop epoch} from a real study, and how many should_prune() calls it made."""
     study = optuna.create_study(direction=direction.lower(), pruner=the_pruner)
@@ -101,14 +118,16 @@ def optuna_stops(
         # NumPy warns of inf - inf and all-NaN slices inside Optuna's pruners: expected here
         warnings.simplefilter("ignore", RuntimeWarning)
         run_study(study, curves, stops)
-    calls = sum(min(len(c), stops.get(j, len(c))) for j, c in enumerate(curves))
+    calls = sum(
+        len([e for e, _ in c if j not in stops or e <= stops[j]]) for j, c in enumerate(curves)
+    )
     return stops, calls
 
 
-def run_study(study: Any, curves: list[list[float]], stops: dict[int, int]) -> None:
+def run_study(study: Any, curves: list[list[tuple[int, float]]], stops: dict[int, int]) -> None:
     for j, values in enumerate(curves):
         trial = study.ask()
-        for epoch, v in enumerate(values, 1):
+        for epoch, v in values:
             trial.report(v, step=epoch)
             if trial.should_prune():
                 stops[j] = epoch
@@ -119,14 +138,18 @@ def run_study(study: Any, curves: list[list[float]], stops: dict[int, int]) -> N
 
 
 def sidecar_stops(
-    tmp: Path, curves: list[list[float]], direction: str, rule: str, block: dict[str, Any]
+    tmp: Path,
+    curves: list[list[tuple[int, float]]],
+    direction: str,
+    rule: str,
+    block: dict[str, Any],
 ) -> dict[int, int]:
     folder = tmp / f"sweep-{random.random():.12f}"
     folder.mkdir()
     logs = []
     for j, values in enumerate(curves):
         path = folder / f"job-{j:03d}.log"
-        path.write_text("".join(f"epoch {e} val={v!r}\n" for e, v in enumerate(values, 1)))
+        path.write_text("".join(f"epoch {e} val={v!r}\n" for e, v in values))
         logs.append(path)
     config = validate_config(
         {
@@ -152,7 +175,10 @@ def patient(the_pruner: Any, patience: int, min_delta: float) -> Any:
 
 
 @pytest.mark.parametrize("with_patience", [False, True], ids=["plain", "patience"])
-@pytest.mark.parametrize("rule", ["optuna-median", "optuna-percentile", "optuna-threshold"])
+@pytest.mark.parametrize(
+    "rule",
+    ["optuna-median", "optuna-percentile", "optuna-successive-halving", "optuna-threshold"],
+)
 def test_replay_stops_the_jobs_optuna_prunes(
     tmp_path: Path, rule: str, with_patience: bool
 ) -> None:
