@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
@@ -88,13 +88,19 @@ class TuningJobEngine:
         # since (each view applies the log from its own position)
         self._views: dict[tuple[int, int], AveragesAtEpoch] = {}
         self._changes: list[JobHistory] = []
+        # a rule that keeps caches over the histories is told of every change (its `changed`)
+        self._rule_changed: Callable[[JobHistory], None] | None = getattr(
+            self.rule, "changed", None
+        )
 
     def register(self, job: str, order: int, *, status: JobStatus = JobStatus.RUNNING) -> JobState:
         """Add a job at its launch order (idempotent for a known job)."""
         known = self.jobs.get(job)
         if known is not None:
             return known
-        state = JobState(job, order, JobHistory(order, self.objective.type, status))
+        history = JobHistory(order, self.objective.type, status)
+        history.on_change = self._changed
+        state = JobState(job, order, history)
         self.jobs[job] = state
         at = bisect.bisect_left(self._orders, order)
         self._orders.insert(at, order)
@@ -124,6 +130,8 @@ class TuningJobEngine:
         self._changes.clear()
 
     def _changed(self, history: JobHistory) -> None:
+        if self._rule_changed is not None:
+            self._rule_changed(history)
         if not self._views:
             return
         self._changes.append(history)

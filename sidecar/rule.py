@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,18 +58,41 @@ def running_average_of(values: Iterable[float], direction: ObjectiveType) -> flo
 class JobHistory:
     """One job's objective values as the rule sees them: by epoch, cut at its stop decision."""
 
-    __slots__ = ("_averages", "direction", "order", "status", "stop_epoch", "stop_rung", "values")
+    __slots__ = (
+        "_averages",
+        "_status",
+        "direction",
+        "on_change",
+        "order",
+        "stop_epoch",
+        "stop_rung",
+        "values",
+    )
 
     def __init__(
         self, order: int, direction: ObjectiveType, status: JobStatus = JobStatus.RUNNING
     ) -> None:
         self.order = order
         self.direction = direction
-        self.status = status  # Completed jobs are what Optuna's and Katib's rules compare with
+        # told when the status changes: rules that count Completed jobs keep caches of them
+        self.on_change: Callable[[JobHistory], None] | None = None
+        self._status = status
         self.values: dict[int, float] = {}
         self.stop_epoch: int | None = None
         self.stop_rung: int | None = None  # successive halving: the rung its stop was decided at
         self._averages: dict[int, float] = {}
+
+    @property
+    def status(self) -> JobStatus:
+        """Completed jobs are what Optuna's and Katib's rules compare with."""
+        return self._status
+
+    @status.setter
+    def status(self, value: JobStatus) -> None:
+        if value is not self._status:
+            self._status = value
+            if self.on_change is not None:
+                self.on_change(self)
 
     def set_value(self, epoch: int, value: float) -> None:
         """Record (or replace) the value at an epoch."""

@@ -51,6 +51,38 @@ class KatibMedianRule:
         self.direction = direction
         self.min_trials_required = min_trials_required
         self.start_step = start_step
+        # the Succeeded jobs' first-steps averages, kept up to date by `changed`; and their mean
+        self._averages: dict[JobHistory, float] | None = None
+        self._mean: tuple[float, int] | None = None
+
+    def changed(self, history: JobHistory) -> None:
+        averages = self._averages
+        if averages is None:
+            return
+        before = averages.pop(history, None)
+        if history.status is JobStatus.COMPLETED and history.values:
+            averages[history] = first_steps_average(history, self.start_step)
+        if before is not None or history in averages:
+            self._mean = None
+
+    def _target(self, job: JobHistory | None, others: Iterable[JobHistory]) -> tuple[float, int]:
+        """(the mean of the Succeeded jobs' averages, how many), `job` itself left out."""
+        if self._averages is None:
+            self._averages = {
+                h: first_steps_average(h, self.start_step)
+                for h in others
+                if h.status is JobStatus.COMPLETED and h.values
+            }
+        if job is not None and job in self._averages:
+            rest = sorted((h for h in self._averages if h is not job), key=lambda h: h.order)
+            return (sum(self._averages[h] for h in rest) / len(rest) if rest else math.nan), len(
+                rest
+            )
+        if self._mean is None:
+            ordered = sorted(self._averages, key=lambda h: h.order)  # the order they succeeded
+            n = len(ordered)
+            self._mean = (sum(self._averages[h] for h in ordered) / n if n else math.nan), n
+        return self._mean
 
     def decide(
         self,
@@ -61,16 +93,10 @@ class KatibMedianRule:
         job: JobHistory | None = None,
         others: Iterable[JobHistory] = (),
     ) -> Verdict:
-        succeeded = sorted(
-            (h for h in others if h is not job and h.status is JobStatus.COMPLETED and h.values),
-            key=lambda h: h.order,
-        )
-        n = len(succeeded)
+        target, n = self._target(job, others)
         if n < self.min_trials_required:
             why = f"{n} Succeeded jobs, min_trials_required {self.min_trials_required}"
             return Verdict(False, None, n, compared=False, reason=why)
-        averages = [first_steps_average(h, self.start_step) for h in succeeded]
-        target = sum(averages) / n
         values = job.values if job is not None else {epoch: value}
         reports = len(values)
         if reports < self.start_step:

@@ -10,13 +10,15 @@ are ordinary numbers.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable, Mapping
 
 from sidecar.config import ObjectiveType
 from sidecar.model import JobStatus
 from sidecar.rule import JobHistory, Verdict
-from sidecar.rules.stats import nanmax, nanmin, nanpercentile
+from sidecar.rules.completed import CompletedValues
+from sidecar.rules.stats import nanmax, nanmin, percentile_of_sorted
 
 
 def first_in_interval(step: int, steps: Iterable[int], n_warmup_steps: int, interval: int) -> bool:
@@ -56,6 +58,10 @@ class OptunaPercentileRule:
         self.n_warmup_steps = n_warmup_steps
         self.interval_steps = interval_steps
         self.n_min_trials = n_min_trials
+        self.completed = CompletedValues()
+
+    def changed(self, history: JobHistory) -> None:
+        self.completed.changed(history)
 
     def decide(
         self,
@@ -66,8 +72,9 @@ class OptunaPercentileRule:
         job: JobHistory | None = None,
         others: Iterable[JobHistory] = (),
     ) -> Verdict:
-        completed = [h for h in others if h is not job and h.status is JobStatus.COMPLETED]
-        n = len(completed)
+        if not self.completed.built:
+            self.completed.build(others)
+        n = self.completed.count - (job is not None and job in self.completed.members)
         if n == 0 or n < self.n_startup_trials:
             return _wait(f"{n} Completed jobs, n_startup_trials {self.n_startup_trials}")
         values = job.values if job is not None else {epoch: value}
@@ -79,20 +86,27 @@ class OptunaPercentileRule:
         best = best_so_far(values.values(), self.direction)
         if math.isnan(best):
             return Verdict(True, best, n, reason="every value so far is NaN")
-        at_step = [h.values[step] for h in completed if step in h.values]
+        if job is not None and job in self.completed.members:
+            # a Completed job reporting again (its log went on): counted apart from itself
+            others_now = [h for h in self.completed.members if h is not job]
+            at_step = [h.values[step] for h in others_now if step in h.values]
+            ordered = sorted(v for v in at_step if not math.isnan(v))
+            count = len(at_step)
+        else:
+            ordered, count = self.completed.at(step)
         q = self.percentile if self.direction is ObjectiveType.MINIMIZE else 100 - self.percentile
-        p = math.nan if len(at_step) < self.n_min_trials else nanpercentile(at_step, q)
+        p = math.nan if count < self.n_min_trials else percentile_of_sorted(ordered, q)
         details = (("best_so_far", best), ("percentile", self.percentile), ("step", float(step)))
         if math.isnan(p):
-            why = f"{len(at_step)} Completed jobs at step {step}, n_min_trials {self.n_min_trials}"
-            return Verdict(False, None, len(at_step), compared=False, reason=why)
+            why = f"{count} Completed jobs at step {step}, n_min_trials {self.n_min_trials}"
+            return Verdict(False, None, count, compared=False, reason=why)
         stop = best < p if self.direction is ObjectiveType.MAXIMIZE else best > p
         relation = "worse" if stop else "not worse"
         why = (
             f"at step {step}, the best so far {best:.4g} is {relation} than the "
-            f"{self.percentile:g}th percentile {p:.4g} of {len(at_step)} Completed jobs"
+            f"{self.percentile:g}th percentile {p:.4g} of {count} Completed jobs"
         )
-        return Verdict(stop, p, len(at_step), reason=why, details=details)
+        return Verdict(stop, p, count, reason=why, details=details)
 
 
 class OptunaThresholdRule:
@@ -139,6 +153,21 @@ class OptunaThresholdRule:
         return Verdict(False, bound, 0, reason=f"{latest:.4g} is within the thresholds")
 
 
+def _kth(ordered: list[float], without: float | None, extra: float, k: int) -> float:
+    """The k-th smallest (0-based) of `ordered` less one `without` (if given) plus `extra`,
+    without building that list: `ordered` is every job's rung values, the job's own included."""
+    values = ordered
+    if without is not None:
+        values = ordered.copy()
+        del values[bisect.bisect_left(values, without)]
+    at = bisect.bisect_right(values, extra)
+    if k < at:
+        return values[k]
+    if k == at:
+        return extra
+    return values[k - 1]
+
+
 def _wait(reason: str) -> Verdict:
     return Verdict(False, None, 0, compared=False, reason=reason)
 
@@ -174,6 +203,7 @@ class OptunaSuccessiveHalvingRule:
         bootstrap_count: int,
     ) -> None:
         self.direction = direction
+        self._maximize = direction is ObjectiveType.MAXIMIZE
         self.min_resource = min_resource
         self.reduction_factor = reduction_factor
         self.min_early_stopping_rate = min_early_stopping_rate
@@ -182,6 +212,34 @@ class OptunaSuccessiveHalvingRule:
         # a wrapper that asks this rule only at some steps (`patience`): Optuna records rung
         # values only when the pruner is asked, so the derivation asks the same question
         self.gate: Callable[[Mapping[int, float]], bool] | None = None
+        # every job's rung values, per rung in ascending order, for (min_resource, climbed_none)
+        self._lists_for: tuple[int, int] | None = None
+        self._lists: list[list[float]] = []
+        self._contrib: dict[JobHistory, list[float]] = {}
+
+    def changed(self, history: JobHistory) -> None:
+        if self._lists_for is not None:
+            self._recount(history, *self._lists_for)
+
+    def _recount(self, history: JobHistory, min_resource: int, climbed_none: int) -> None:
+        old = self._contrib.pop(history, None)
+        for rung, v in enumerate(old or ()):
+            del self._lists[rung][bisect.bisect_left(self._lists[rung], v)]
+        if history.order <= climbed_none:
+            return
+        new = list(self.rung_values(history, min_resource, None))
+        for rung, v in enumerate(new):
+            if rung == len(self._lists):
+                self._lists.append([])
+            bisect.insort(self._lists[rung], v)
+        self._contrib[history] = new
+
+    def _rung_lists(self, key: tuple[int, int], everyone: Iterable[JobHistory]) -> None:
+        if self._lists_for == key:
+            return
+        self._lists_for, self._lists, self._contrib = key, [], {}
+        for h in everyone:
+            self._recount(h, *key)
 
     def promotion_step(self, min_resource: int, rung: int) -> int:
         return int(min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung))
@@ -252,6 +310,8 @@ class OptunaSuccessiveHalvingRule:
         step = max(job.values)
         value = job.values[step]
         rung = len(self.rung_values(job, min_resource, before=step))
+        self._rung_lists((min_resource, climbed_none), everyone)
+        own = self._contrib.get(job, [])
         compared = 0
         while True:
             promotion = self.promotion_step(min_resource, rung)
@@ -263,26 +323,17 @@ class OptunaSuccessiveHalvingRule:
             details = (("rung", float(rung)), ("step", float(step)))
             if math.isnan(value):
                 return Verdict(True, value, 0, reason="the value is NaN", details=details)
-            competing = [
-                values[rung]
-                for h in everyone
-                if h is not job
-                and h.order > climbed_none
-                and len(values := self.rung_values(h, min_resource, None)) > rung
-            ]
-            competing.append(value)
-            compared = len(competing)
+            # the other jobs' values at this rung (the job's own entry, from this very step,
+            # is not among them: Optuna records it as it decides), and the value itself
+            competing = self._lists[rung] if rung < len(self._lists) else []
+            mine = own[rung] if rung < len(own) else None
+            compared = len(competing) + 1 - (mine is not None)
             if compared <= self.bootstrap_count:
                 why = f"{compared} values at rung {rung}, bootstrap_count {self.bootstrap_count}"
                 return Verdict(True, None, compared, reason=why, details=details)
             k = max(compared // self.reduction_factor - 1, 0)
-            competing.sort()
-            if self.direction is ObjectiveType.MAXIMIZE:
-                cut = competing[-(k + 1)]
-                promotable = value >= cut
-            else:
-                cut = competing[k]
-                promotable = value <= cut
+            cut = _kth(competing, mine, value, compared - 1 - k if self._maximize else k)
+            promotable = value >= cut if self._maximize else value <= cut
             if not promotable:
                 why = (
                     f"at rung {rung} (step {step}), {value:.4g} is not in the top "

@@ -29,6 +29,11 @@ class PatientRule:
         if hasattr(wrapped, "gate"):
             wrapped.gate = self.stalled  # successive halving derives its rungs where it was asked
 
+    def changed(self, history: JobHistory) -> None:
+        changed = getattr(self.wrapped, "changed", None)
+        if changed is not None:
+            changed(history)
+
     def stalled(self, values: Mapping[int, float]) -> bool:
         """Whether the job has not improved by `min_delta` over its last `patience` + 1 values:
         the wrapped rule is asked only then."""

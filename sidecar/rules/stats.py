@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def nanmin(values: Iterable[float]) -> float:
@@ -22,7 +22,11 @@ def nanpercentile(values: Iterable[float], q: float) -> float:
     """`numpy.nanpercentile(values, q)` with its default (linear) method, to the last bit: the
     virtual index (n - 1) * q / 100 between the two nearest order statistics, interpolated with
     NumPy's `_lerp` (from the upper one when the fraction is at least 0.5)."""
-    ordered = sorted(v for v in values if not math.isnan(v))
+    return percentile_of_sorted(sorted(v for v in values if not math.isnan(v)), q)
+
+
+def percentile_of_sorted(ordered: Sequence[float], q: float) -> float:
+    """`nanpercentile` of values already without NaN and in ascending order."""
     n = len(ordered)
     if n == 0:
         return math.nan
