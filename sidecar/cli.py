@@ -179,7 +179,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from sidecar.replay import replay
-    from sidecar.report import jobs_table, printable
+    from sidecar.report import jobs_table, printable, rule_text
 
     config = read_runnable_config(args.config)
     if args.plot:
@@ -207,11 +207,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _print_json(result.document)
         return 0
     doc = result.document
-    es = config.early_stopping
     print(
         f"tuning job {doc['tuning_job']}: objective {config.objective.metric} "
-        f"({config.objective.type.value}), rule {es.rule} "
-        f"(min_jobs {es.min_jobs}, start_epoch {es.start_epoch}, early stopping {es.type.value})"
+        f"({config.objective.type.value}), {rule_text(config.early_stopping)}"
     )
     saved = result.epochs_saved()
     print(
@@ -227,6 +225,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"{stopped} of {len(doc['jobs'])} jobs stopped; "
         f"{sum(saved.values())} of {total} logged epochs would not have run"
     )
+    completion = doc.get("completion")
+    if completion is not None:
+        later = [j["job"] for j in doc["jobs"]][completion["after"] :]
+        print(
+            f"the tuning job would have completed ({completion['reason']}) at job "
+            f"{printable(completion['job'])}, epoch {completion['at']}"
+            + (f"; {len(later)} later job(s) would not have been launched" if later else "")
+        )
     problems = {
         **result.counts.errors,
         **{f"timeout:{k}": v for k, v in result.counts.timeouts.items()},
@@ -266,11 +272,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             config.epoch_config(),
             config.objective,
         )
-        es = config.early_stopping
+        from sidecar.report import rule_text
+
         header = (
             f"config {args.config}: valid. tuning job {config.tuning_job}, objective "
-            f"{objective.metric} ({objective.type.value}), rule {es.rule} (min_jobs {es.min_jobs}, "
-            f"start_epoch {es.start_epoch}), {len(definitions)} metric definition(s)"
+            f"{objective.metric} ({objective.type.value}), {rule_text(config.early_stopping)}, "
+            f"{len(definitions)} metric definition(s)"
         )
         timeout, max_line = config.regex_timeout_seconds, config.max_line_bytes
         from_preset = len(config.all_definitions()) - len(config.metric_definitions)
@@ -336,7 +343,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         tuning_job = config.tuning_job
     store: Store = open_store(url, must_exist=True)
     try:
-        document = status_document(store, tuning_job=tuning_job, values=args.values)
+        document = status_document(
+            store,
+            tuning_job=tuning_job,
+            values=args.values,
+            early_stopping=config.early_stopping if args.config else None,
+        )
     finally:
         store.close()
     if args.json:

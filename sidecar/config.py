@@ -128,6 +128,14 @@ class Patience(StrictModel):
     min_delta: Number = Field(default=0.0, ge=0)
 
 
+class CompletionCriteria(StrictModel):
+    """`completion:` — SageMaker's TuningJobCompletionCriteria, for sweeps no service launches."""
+
+    target_objective_value: Number | None = None
+    max_jobs_not_improving: Int | None = Field(default=None, ge=1)
+    stop_running: bool = False
+
+
 class EarlyStopping(StrictModel):
     """SageMaker's early-stopping switch and the rule's parameters."""
 
@@ -138,6 +146,7 @@ class EarlyStopping(StrictModel):
     optuna: OptunaParams = Field(default_factory=OptunaParams)
     katib: KatibParams = Field(default_factory=KatibParams)
     patience: Patience | None = None
+    completion: CompletionCriteria = Field(default_factory=CompletionCriteria)
 
     @model_validator(mode="after")
     def _rule_parameters(self) -> EarlyStopping:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from sidecar.completion import Completion, CompletionTracker
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
 from sidecar.model import Decision, JobStatus, Sample
 from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, Verdict
@@ -92,6 +93,10 @@ class TuningJobEngine:
         self._rule_changed: Callable[[JobHistory], None] | None = getattr(
             self.rule, "changed", None
         )
+        # `early_stopping.completion`: when the tuning job is complete (docs/rules.md)
+        self.completion = CompletionTracker(early_stopping.completion, objective.type)
+        self._ended: set[str] = set()
+        self._completed_now: Completion | None = None
 
     def register(self, job: str, order: int, *, status: JobStatus = JobStatus.RUNNING) -> JobState:
         """Add a job at its launch order (idempotent for a known job)."""
@@ -157,6 +162,12 @@ class TuningJobEngine:
             state.history.stop_epoch = decision.epoch
             state.history.stop_rung = stop_rung(decision)
         self._changed(state.history)
+        if self.completion.active:
+            for epoch, value in sorted(state.history.values.items()):
+                if state.history.stop_epoch is None or epoch <= state.history.stop_epoch:
+                    self._completes(self.completion.value(job, epoch, value))
+            if status is not JobStatus.RUNNING:
+                self._count_ended(state)
 
     def frozen(self, job: str, sample: Sample) -> bool:
         """Whether `sample` would rewrite what the rule already used of a stopped job: an
@@ -183,6 +194,8 @@ class TuningJobEngine:
                 continue
             state.history.set_value(sample.epoch, sample.value)
             self._changed(state.history)
+            if state.decision is None:
+                self._completes(self.completion.value(job, sample.epoch, sample.value))
             if decision is None and state.decision is None and self.enabled:
                 decision = self._decide(state, sample)
         return decision
@@ -266,7 +279,59 @@ class TuningJobEngine:
         state = self.jobs[job]
         if state.status is JobStatus.RUNNING:
             state.status = status
+        self._count_ended(state)
         return state.status
+
+    # completion ----------------------------------------------------------------------------
+    def _completes(self, completion: Completion | None) -> None:
+        if completion is not None:
+            self._completed_now = completion
+
+    def _count_ended(self, state: JobState) -> None:
+        """A job ended (once per job): for `max_jobs_not_improving`, with its last value."""
+        if state.name in self._ended or not self.completion.active:
+            return
+        self._ended.add(state.name)
+        history = state.history
+        usable = [
+            (e, v)
+            for e, v in history.values.items()
+            if history.stop_epoch is None or e <= history.stop_epoch
+        ]
+        self._completes(self.completion.ended(state.name, max(usable) if usable else None))
+
+    def take_completion(self) -> Completion | None:
+        """The tuning job's completion, once, when it has just happened (for the caller to log,
+        count and act on); `completion.complete` keeps it."""
+        done, self._completed_now = self._completed_now, None
+        return done
+
+    def stop_for_completion(self, job: str) -> Decision | None:
+        """Stop a running job because its tuning job is complete (`stop_running`): the decision,
+        or None when the job has one already or is not running."""
+        state = self.jobs.get(job)
+        complete = self.completion.complete
+        if state is None or complete is None or state.decision is not None:
+            return None
+        if state.status is not JobStatus.RUNNING:
+            return None
+        values = state.history.values
+        epoch = max(values) if values else 1
+        decision = Decision(
+            tuning_job=self.name,
+            job=job,
+            epoch=epoch,
+            value=values.get(epoch, math.nan),
+            median=math.nan,
+            compared_jobs=0,
+            rule=f"completion:{complete.reason}",
+            dry_run=self.dry_run,
+        )
+        state.decision = decision
+        state.status = JobStatus.STOPPED
+        state.history.stop_epoch = epoch
+        self._changed(state.history)
+        return decision
 
     def why_not_stopped(self, job: str) -> str | None:
         """Why the rule has not stopped a job, in words; None when it has decided to."""

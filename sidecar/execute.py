@@ -21,6 +21,7 @@ from sidecar.model import JobEnded, JobStatus
 from sidecar.sources.pipe import StreamPump, write_all
 from sidecar.stoppers import NoneStopper, Stopper
 from sidecar.stoppers.signal import SignalStopper, fixed_resolver
+from sidecar.status import completion_in_store
 from sidecar.store import open_store
 from sidecar.telemetry import Telemetry
 
@@ -42,6 +43,24 @@ def run_exec(
     tuning_job = tuning_job or config.tuning_job
     store = open_store(config.store)
     no_stop = dry_run or config.stop.backend == "none"
+    try:
+        done = completion_in_store(store, tuning_job, config.objective, config.early_stopping)
+    except BaseException:
+        store.close()
+        raise
+    if done is not None:
+        # a launcher loop runs `exec` per job: a complete tuning job launches no more
+        store.close()
+        log.warning(
+            "tuning_job_complete",
+            tuning_job=tuning_job,
+            job=job,
+            reason=done.reason,
+            completed_by=done.job,
+            at=done.at,
+            hint="the command was not started",
+        )
+        return config.early_stopped_exit_code
     try:
         child = subprocess.Popen(
             list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0

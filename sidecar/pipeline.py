@@ -160,9 +160,12 @@ class Pipeline:
         metric = self.config.objective.metric
         since = self.cursors.get(engine.name, 0)
         cursor, changed = self.store.changes(engine.name, metric, since)
+        batch = Batch()
         with self.lock:
             self.cursors[engine.name] = cursor
             self._merge(engine, changed)
+            self._completion(engine, batch)  # the history may say the tuning job is complete
+        self.write(batch)
 
     def _refresh(self, engine: TuningJobEngine) -> None:
         """Before deciding on a shared store: others' latest values. A store that does not
@@ -426,6 +429,33 @@ class Pipeline:
         if decision is not None:
             self._stop(decision, runtime)
             batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
+        self._completion(engine, batch)
+
+    def _completion(self, engine: TuningJobEngine, batch: Batch) -> None:
+        """The tuning job has just completed: say so once, and with `stop_running` stop its
+        other running jobs (the one that reached the target goes on to its end)."""
+        done = engine.take_completion()
+        if done is None:
+            return
+        self.telemetry.tuning_job_complete.labels(engine.name, done.reason).set(1)
+        log.info(
+            "tuning_job_complete",
+            tuning_job=engine.name,
+            reason=done.reason,
+            job=done.job,
+            at=done.at,
+            stop_running=engine.completion.criteria.stop_running,
+        )
+        if not engine.completion.criteria.stop_running:
+            return
+        for name in list(engine.jobs):
+            runtime = self.runtimes.get((engine.name, name))
+            if name == done.job or runtime is None:
+                continue
+            decision = engine.stop_for_completion(name)
+            if decision is not None:
+                self._stop(decision, runtime)
+                batch.updates.append(JobUpdate(engine.name, name, JobStatus.STOPPED, decision))
 
     @staticmethod
     def _offset(offset: Offset, parser: JobParser | None, job: str, name: str) -> Offset:
@@ -555,6 +585,7 @@ class Pipeline:
                 batch.updates.append(
                     JobUpdate(ended.tuning_job, job, status, engine.jobs[job].decision)
                 )
+            self._completion(engine, batch)
         self.write(batch)
         if status is not before:
             log.info(

@@ -149,6 +149,7 @@ def replay(
     )
     result = ReplayResult(document={})
     jobs: list[dict[str, Any]] = []
+    completion: dict[str, Any] | None = None  # where the tuning job would have completed
     for path, job in zip(logs, names, strict=True):
         order = store.register_job(tuning_job, job)
         engine.register(job, order)
@@ -199,6 +200,9 @@ def replay(
             job_trace.why = shadow.why_not_stopped(job)
             result.traces.append(job_trace)
         store.apply(Batch(values=values, updates=[JobUpdate(tuning_job, job, status, decision)]))
+        done = engine.take_completion()
+        if done is not None and completion is None:
+            completion = {**done.doc(), "after": len(jobs) + 1}
         result.epochs_in_log[job] = logged_epochs
         jobs.append(
             job_doc(
@@ -214,4 +218,6 @@ def replay(
         "objective": objective_doc(config.objective),
         "jobs": jobs,
     }
+    if engine.completion.active:
+        result.document["completion"] = completion
     return result

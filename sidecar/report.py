@@ -6,8 +6,66 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sidecar.config import Objective
+from sidecar.config import EarlyStopping, Objective
 from sidecar.model import Decision, JobStatus, finite_or_none
+
+RULE_PARAMETERS = {
+    "optuna-median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    "optuna-percentile": (
+        "percentile",
+        "n_startup_trials",
+        "n_warmup_steps",
+        "interval_steps",
+        "n_min_trials",
+    ),
+    "optuna-successive-halving": (
+        "min_resource",
+        "reduction_factor",
+        "min_early_stopping_rate",
+        "bootstrap_count",
+    ),
+    "optuna-threshold": ("lower", "upper", "n_warmup_steps", "interval_steps"),
+}
+
+
+def rule_doc(settings: EarlyStopping) -> dict[str, Any]:
+    """The rule and its settings, as `status --json` shows them: `{"rule", "type",
+    "parameters"}`, plus `patience` and `completion` when set."""
+    if settings.rule == "sagemaker":
+        parameters: dict[str, Any] = {
+            "min_jobs": settings.min_jobs,
+            "start_epoch": settings.start_epoch,
+        }
+    elif settings.rule == "katib-median":
+        parameters = settings.katib.model_dump()
+    else:
+        optuna = settings.optuna.model_dump()
+        parameters = {k: optuna[k] for k in RULE_PARAMETERS[settings.rule]}
+    doc: dict[str, Any] = {
+        "rule": settings.rule,
+        "type": settings.type.value,
+        "parameters": parameters,
+    }
+    if settings.patience is not None:
+        doc["patience"] = settings.patience.model_dump()
+    completion = settings.completion
+    if completion.target_objective_value is not None or completion.max_jobs_not_improving:
+        doc["completion"] = completion.model_dump()
+    return doc
+
+
+def rule_text(settings: EarlyStopping) -> str:
+    """`rule optuna-median (n_startup_trials 5, ...), early stopping Auto` for the tables."""
+    doc = rule_doc(settings)
+    shown = ", ".join(f"{k} {v}" for k, v in doc["parameters"].items())
+    text = f"rule {doc['rule']} ({shown}"
+    if "patience" in doc:
+        p = doc["patience"]
+        text += f"; patience {p['patience']}, min_delta {p['min_delta']}"
+    if "completion" in doc:
+        c = {k: v for k, v in doc["completion"].items() if v not in (None, False)}
+        text += "; completion " + ", ".join(f"{k} {v}" for k, v in c.items())
+    return text + f"), early stopping {doc['type']}"
 
 
 def objective_doc(objective: Objective) -> dict[str, str]:

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from sidecar.report import job_doc, jobs_table, objective_doc, printable, values_doc
+from sidecar.completion import Completion
+from sidecar.config import EarlyStopping, Objective
+from sidecar.engine import TuningJobEngine
+from sidecar.report import job_doc, jobs_table, objective_doc, printable, rule_doc, values_doc
 from sidecar.store import Store
 
 
-def status_document(store: Store, *, tuning_job: str | None, values: bool) -> dict[str, Any]:
-    """`{"tuning_jobs": [...]}`: one tuning job (when named) or every one in the store."""
+def completion_in_store(
+    store: Store, tuning_job: str, objective: Objective, settings: EarlyStopping
+) -> Completion | None:
+    """Whether the stored history says the tuning job is complete (`early_stopping.completion`):
+    its jobs replayed into an engine in launch order, ended jobs counted in that order."""
+    engine = TuningJobEngine(tuning_job, objective, settings, dry_run=True)
+    if not engine.completion.active:
+        return None
+    for stored in store.load_jobs(tuning_job, metrics={objective.metric}):
+        engine.restore(
+            stored.name,
+            stored.order,
+            stored.status,
+            stored.values.get(objective.metric, []),
+            stored.decision,
+        )
+    return engine.completion.complete
+
+
+def status_document(
+    store: Store,
+    *,
+    tuning_job: str | None,
+    values: bool,
+    early_stopping: EarlyStopping | None = None,
+) -> dict[str, Any]:
+    """`{"tuning_jobs": [...]}`: one tuning job (when named) or every one in the store. With
+    the config's `early_stopping`, each says its rule and settings and, when complete, why."""
     tuning_jobs = []
     for name, objective in store.tuning_jobs():
         if tuning_job is not None and name != tuning_job:
@@ -28,7 +57,12 @@ def status_document(store: Store, *, tuning_job: str | None, values: bool) -> di
             if values:
                 doc["values"] = values_doc(stored.values)
             jobs.append(doc)
-        tuning_jobs.append({"name": name, "objective": objective_doc(objective), "jobs": jobs})
+        entry: dict[str, Any] = {"name": name, "objective": objective_doc(objective), "jobs": jobs}
+        if early_stopping is not None:
+            entry["rule"] = rule_doc(early_stopping)
+            done = completion_in_store(store, name, objective, early_stopping)
+            entry["completion"] = done.doc() if done is not None else None
+        tuning_jobs.append(entry)
     return {"tuning_jobs": tuning_jobs}
 
 
@@ -50,6 +84,12 @@ def status_text(document: dict[str, Any]) -> str:
             f"tuning job {printable(tj['name'])}: objective {printable(objective['metric'])} "
             f"({objective['type']}); {summary}\n" + jobs_table(tj["jobs"])
         )
+        if "rule" in tj:
+            params = ", ".join(f"{k} {v}" for k, v in tj["rule"]["parameters"].items())
+            text += f"\nrule {tj['rule']['rule']} ({params}), early stopping {tj['rule']['type']}"
+        if tj.get("completion"):
+            c = tj["completion"]
+            text += f"\ncomplete ({c['reason']}): job {printable(c['job'])}, epoch {c['at']}"
         series = [(job["job"], job["values"]) for job in tj["jobs"] if "values" in job]
         for name, values in series:  # under --values: every metric's series, epoch=value
             for metric, points in sorted(values.items()):

@@ -149,6 +149,7 @@ class TestTelemetry:
         types = {f.name: f.type for f in telemetry.registry.collect()}
         assert types == {
             "early_stopping_jobs_stopped": "counter",
+            "early_stopping_tuning_job_complete": "gauge",
             "early_stopping_log_lines": "counter",
             "early_stopping_metric_values": "counter",
             "early_stopping_parse_errors": "counter",
