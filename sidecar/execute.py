@@ -19,9 +19,9 @@ from sidecar.errors import UsageError
 from sidecar.extras import require_extras
 from sidecar.model import JobEnded, JobStatus
 from sidecar.sources.pipe import StreamPump, write_all
+from sidecar.status import completion_in_store
 from sidecar.stoppers import NoneStopper, Stopper
 from sidecar.stoppers.signal import SignalStopper, fixed_resolver
-from sidecar.status import completion_in_store
 from sidecar.store import open_store
 from sidecar.telemetry import Telemetry
 
