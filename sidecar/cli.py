@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,36 @@ def _parser() -> argparse.ArgumentParser:
         "(needs the plot extra: matplotlib)",
     )
     replay.add_argument("logs", nargs="+", metavar="LOG", type=Path)
+
+    whatif = commands.add_parser(
+        "whatif",
+        help="offline: what each candidate rule would have saved on a finished sweep, and at "
+        "what cost",
+        description="The logs are a finished sweep in launch order; each candidate is replayed "
+        "over them (and over --orders permutations).",
+    )
+    whatif.add_argument("-c", "--config", required=True, help="config file (YAML or JSON)")
+    whatif.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a dotted key under early_stopping and its values (repeatable: cartesian product)",
+    )
+    whatif.add_argument(
+        "--rules", type=Path, metavar="FILE", help="a YAML list of early_stopping blocks to add"
+    )
+    whatif.add_argument("--orders", type=int, default=1, help="launch orders (default 1)")
+    whatif.add_argument("--seed", type=int, default=0, help="seed of the permutations")
+    whatif.add_argument("--top", type=int, default=3, help="K of top_k_kept (default 3)")
+    whatif.add_argument("--json", action="store_true", help="print the JSON document")
+    whatif.add_argument(
+        "--plot", type=Path, metavar="PNG", help="saved fraction against regret (needs matplotlib)"
+    )
+    whatif.add_argument(
+        "--format", choices=FORMATS, default="auto", help="log format (default: detect per file)"
+    )
+    whatif.add_argument("logs", nargs="+", metavar="LOG", type=Path)
 
     check = commands.add_parser(
         "check", help="validate a config; show what each metric definition extracts from logs"
@@ -358,11 +389,72 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from sidecar.whatif import run_all, why
+    from sidecar.whatif_report import candidates_from, document, load_curves, table
+
+    config = read_runnable_config(args.config)
+    if args.orders < 1 or args.top < 1:
+        raise UsageError("--orders and --top must be at least 1")
+    if args.plot:
+        from sidecar.plot import require_matplotlib
+
+        require_matplotlib()  # before any work
+    candidates = candidates_from(config, args.grid, args.rules)
+    curves = load_curves(config, args.logs, fmt=args.format)
+    progress = _ProgressBar("whatif") if sys.stderr.isatty() else None
+    outcomes, best = run_all(
+        candidates,
+        config.objective,
+        curves,
+        order_count=args.orders,
+        seed=args.seed,
+        top=args.top,
+        progress=progress,
+    )
+    if progress is not None:
+        progress.close()
+    if args.plot:
+        from sidecar.whatif_report import write_plot
+
+        write_plot(outcomes, best, args.plot)
+    if args.json:
+        _print_json(document(config, curves, outcomes, best, args.orders))
+        return 0
+    keeping = any(o.best_kept == 1 for o in outcomes)
+    print(table(outcomes, best, why(outcomes[best], keeping)))
+    return 0
+
+
+class _ProgressBar:
+    """A bar on stderr, only on a terminal and only once the work has run a second; stdout
+    keeps nothing but the result."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if time.monotonic() - self.started < 1.0:
+            return
+        filled = 30 * done // max(total, 1)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 COMMANDS = {
     "run": cmd_run,
     "exec": cmd_exec,
     "demo": cmd_demo,
     "replay": cmd_replay,
+    "whatif": cmd_whatif,
     "check": cmd_check,
     "status": cmd_status,
 }

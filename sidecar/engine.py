@@ -6,6 +6,7 @@ import bisect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from sidecar.completion import Completion, CompletionTracker
 from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
@@ -207,7 +208,8 @@ class TuningJobEngine:
                 epoch=sample.epoch, value=sample.value, averages=view.sorted
             )
         else:
-            earlier = self._histories[: bisect.bisect_left(self._orders, state.order)]
+            # the jobs launched before it, without copying a long list for rules that never look
+            earlier = islice(self._histories, bisect.bisect_left(self._orders, state.order))
             verdict = self.rule.decide(
                 epoch=sample.epoch,
                 value=sample.value,

@@ -54,6 +54,7 @@ class KatibMedianRule:
         # the Succeeded jobs' first-steps averages, kept up to date by `changed`; and their mean
         self._averages: dict[JobHistory, float] | None = None
         self._mean: tuple[float, int] | None = None
+        self._bests: dict[JobHistory, tuple[int, int, float]] = {}  # job -> (values, last, best)
 
     def changed(self, history: JobHistory) -> None:
         averages = self._averages
@@ -64,6 +65,21 @@ class KatibMedianRule:
             averages[history] = first_steps_average(history, self.start_step)
         if before is not None or history in averages:
             self._mean = None
+
+    def _best(self, job: JobHistory | None, values: dict[int, float]) -> float:
+        """`katib_best` of the job's values in epoch order, carried on from the last decision
+        when the only change is one value at a later epoch (the usual case: one new epoch)."""
+        last = max(values)
+        if job is not None:
+            known = self._bests.get(job)
+            if known is not None and known[0] == len(values) - 1 and known[1] < last:
+                best = katib_best((known[2], values[last]), self.direction)
+                self._bests[job] = (len(values), last, best)
+                return best
+        best = katib_best((values[e] for e in sorted(values)), self.direction)
+        if job is not None:
+            self._bests[job] = (len(values), last, best)
+        return best
 
     def _target(self, job: JobHistory | None, others: Iterable[JobHistory]) -> tuple[float, int]:
         """(the mean of the Succeeded jobs' averages, how many), `job` itself left out."""
@@ -102,7 +118,7 @@ class KatibMedianRule:
         if reports < self.start_step:
             why = f"report {reports} is before start_step {self.start_step}"
             return Verdict(False, target, n, compared=False, reason=why)
-        best = katib_best((values[e] for e in sorted(values)), self.direction)
+        best = self._best(job, values)
         stop = best < target if self.direction is ObjectiveType.MAXIMIZE else best > target
         relation = "worse" if stop else "not worse"
         why = f"the best so far {best:.4g} is {relation} than the mean {target:.4g} of {n} jobs"

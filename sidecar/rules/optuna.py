@@ -24,6 +24,8 @@ from sidecar.rules.stats import nanmax, nanmin, percentile_of_sorted
 def first_in_interval(step: int, steps: Iterable[int], n_warmup_steps: int, interval: int) -> bool:
     """Optuna's `_is_first_in_interval_step`: no value reported since the interval began."""
     nearest_lower = (step - n_warmup_steps) // interval * interval + n_warmup_steps
+    if interval == 1:
+        return True  # every step is the first of its interval
     second_last = max((s for s in steps if s != step), default=-1)
     return second_last < nearest_lower
 
@@ -156,16 +158,19 @@ class OptunaThresholdRule:
 def _kth(ordered: list[float], without: float | None, extra: float, k: int) -> float:
     """The k-th smallest (0-based) of `ordered` less one `without` (if given) plus `extra`,
     without building that list: `ordered` is every job's rung values, the job's own included."""
-    values = ordered
-    if without is not None:
-        values = ordered.copy()
-        del values[bisect.bisect_left(values, without)]
-    at = bisect.bisect_right(values, extra)
+    cut = len(ordered) if without is None else bisect.bisect_left(ordered, without)
+
+    def get(i: int) -> float:  # the i-th of `ordered` with the one at `cut` taken out
+        return ordered[i] if i < cut else ordered[i + 1]
+
+    at = bisect.bisect_right(ordered, extra)
+    if cut < at:
+        at -= 1  # where `extra` goes among the rest
     if k < at:
-        return values[k]
+        return get(k)
     if k == at:
         return extra
-    return values[k - 1]
+    return get(k - 1)
 
 
 def _wait(reason: str) -> Verdict:
