@@ -128,9 +128,11 @@ class Daemon:
         previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
         def restore() -> None:
-            if not keep:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+            for sig, handler in previous.items():
+                # kept (the CLI's run is ending): a late signal is ignored, not the default
+                # action, which the interpreter puts back as it exits and which would kill
+                # the process mid-exit (-SIGINT instead of the exit code)
+                signal.signal(sig, signal.SIG_IGN if keep else handler)
             signal.set_wakeup_fd(previous_fd)
             self._wake = None
             os.close(read_end)
