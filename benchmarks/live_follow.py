@@ -32,10 +32,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 WRITER = r"""
 import json, os, random, sys, time
-folder, files, rate, seconds, share = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+folder, files, rate, seconds, share, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 rng = random.Random(0)
 handles = [open(os.path.join(folder, f"job-{i:04d}.log"), "a", buffering=1 << 16) for i in range(files)]
 epochs = [0] * files
@@ -67,7 +68,8 @@ while time.monotonic() - start < seconds:
         time.sleep(sleep)
 for h in handles:
     h.close()
-print(json.dumps({"lines": lines, "written": written, "elapsed": time.monotonic() - start}))
+with open(out, "w") as f:  # a file, not stdout: a pipe would block on a large document
+    json.dump({"lines": lines, "written": written, "elapsed": time.monotonic() - start}, f)
 """
 
 
@@ -94,8 +96,13 @@ def prepare(folder: Path, files: int) -> None:
 
 def run_writer(folder: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
     argv = [sys.executable, "-c", WRITER, str(folder), str(args.files), str(args.rate)]
-    argv += [str(args.seconds), str(args.metric_share)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    argv += [str(args.seconds), str(args.metric_share), str(folder.parent / "written.json")]
+    return subprocess.Popen(argv, text=True)
+
+
+def writer_result(folder: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((folder.parent / "written.json").read_text())
+    return result
 
 
 def sidecar_phase(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -151,8 +158,7 @@ def sidecar_phase(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
                 seen.setdefault(int(value), now)
                 last_seq = max(last_seq, int(seq))
             if result is None and writer.poll() is not None:
-                assert writer.stdout is not None
-                result = json.loads(writer.stdout.read())
+                result = writer_result(logs)
                 catch_up = time.monotonic() + 60
             if result is not None:
                 written = result["written"]
@@ -198,8 +204,8 @@ def mtail_phase(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
         time.sleep(2.0)  # started and idle
         before = cpu_seconds(daemon.pid)
         writer = run_writer(logs, args)
-        out, _ = writer.communicate()
-        result = json.loads(out)
+        writer.wait()
+        result = writer_result(logs)
         expected = len(result["written"])
         deadline = time.monotonic() + 60
         counted = 0
