@@ -136,8 +136,8 @@ class CompletionCriteria(StrictModel):
     stop_running: bool = False
 
 
-class EarlyStopping(StrictModel):
-    """SageMaker's early-stopping switch and the rule's parameters."""
+class RuleSettings(StrictModel):
+    """A rule and its parameters: the live one (`early_stopping`) or a shadow."""
 
     type: EarlyStoppingType = EarlyStoppingType.AUTO
     rule: RuleName = "sagemaker"
@@ -146,10 +146,9 @@ class EarlyStopping(StrictModel):
     optuna: OptunaParams = Field(default_factory=OptunaParams)
     katib: KatibParams = Field(default_factory=KatibParams)
     patience: Patience | None = None
-    completion: CompletionCriteria = Field(default_factory=CompletionCriteria)
 
     @model_validator(mode="after")
-    def _rule_parameters(self) -> EarlyStopping:
+    def _rule_parameters(self) -> RuleSettings:
         optuna = self.optuna
         if self.rule == "optuna-percentile" and optuna.percentile is None:
             raise ValueError("optuna.percentile is required by rule optuna-percentile (0-100)")
@@ -172,6 +171,14 @@ class EarlyStopping(StrictModel):
         if value is True:
             raise ValueError("must be one of Auto, Off (any letter case)")
         return _enum_any_case(EarlyStoppingType)(value)
+
+
+class EarlyStopping(RuleSettings):
+    """SageMaker's early-stopping switch and the rule's parameters, and the shadow rules decided
+    beside it and never acted on (`shadow`)."""
+
+    completion: CompletionCriteria = Field(default_factory=CompletionCriteria)
+    shadow: list[RuleSettings] = Field(default_factory=list, max_length=16)
 
 
 class DockerSourceConfig(StrictModel):

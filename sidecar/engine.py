@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 
 from sidecar.completion import Completion, CompletionTracker
-from sidecar.config import EarlyStopping, EarlyStoppingType, Objective
+from sidecar.config import CompletionCriteria, EarlyStoppingType, Objective, RuleSettings
 from sidecar.model import Decision, JobStatus, Sample
 from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, Verdict
 from sidecar.rules import make_rule
@@ -73,13 +73,14 @@ class TuningJobEngine:
         self,
         name: str,
         objective: Objective,
-        early_stopping: EarlyStopping,
+        early_stopping: RuleSettings,
         *,
         dry_run: bool = False,
         rule: Rule | None = None,
     ) -> None:
         self.name = name
         self.objective = objective
+        self.settings = early_stopping
         self.enabled = early_stopping.type is EarlyStoppingType.AUTO
         self.dry_run = dry_run
         self.rule = rule or make_rule(early_stopping, objective.type)
@@ -95,15 +96,31 @@ class TuningJobEngine:
             self.rule, "changed", None
         )
         # `early_stopping.completion`: when the tuning job is complete (docs/rules.md)
-        self.completion = CompletionTracker(early_stopping.completion, objective.type)
+        self.completion = CompletionTracker(
+            getattr(early_stopping, "completion", CompletionCriteria()), objective.type
+        )
         self._ended: set[str] = set()
         self._completed_now: Completion | None = None
+        # `early_stopping.shadow`: rules decided beside this one, never acted on; each sees the
+        # same jobs and values and keeps its own stops (as if it were the live rule)
+        self.shadows: list[tuple[str, TuningJobEngine]] = []
+        for block in getattr(early_stopping, "shadow", ()):
+            shadow = TuningJobEngine(name, objective, block, dry_run=True)
+            label = shadow.rule.name
+            taken = {lbl for lbl, _ in self.shadows}
+            k = 2
+            while label in taken:
+                label, k = f"{shadow.rule.name}#{k}", k + 1
+            self.shadows.append((label, shadow))
+        self._shadow_decisions: list[tuple[str, Decision]] = []
 
     def register(self, job: str, order: int, *, status: JobStatus = JobStatus.RUNNING) -> JobState:
         """Add a job at its launch order (idempotent for a known job)."""
         known = self.jobs.get(job)
         if known is not None:
             return known
+        for _, shadow in self.shadows:
+            shadow.register(job, order, status=status)
         history = JobHistory(order, self.objective.type, status)
         history.on_change = self._changed
         state = JobState(job, order, history)
@@ -125,6 +142,8 @@ class TuningJobEngine:
         state = self.jobs.get(job)
         if state is None or state.order == order:
             return
+        for _, shadow in self.shadows:
+            shadow.reorder(job, order)
         at = self._histories.index(state.history)
         del self._orders[at], self._histories[at]
         state.order = order
@@ -154,6 +173,9 @@ class TuningJobEngine:
         decision: Decision | None,
     ) -> None:
         """Rebuild a job from the store (after a restart, or from other nodes' history)."""
+        values = list(values)
+        for _, shadow in self.shadows:
+            shadow.restore(job, order, status, values, None)
         state = self.register(job, order, status=status)
         state.status = status
         for epoch, value in values:
@@ -184,6 +206,13 @@ class TuningJobEngine:
 
     def observe(self, job: str, samples: Iterable[Sample]) -> Decision | None:
         """Take a job's new samples; return a decision if the rule stops it now."""
+        if self.shadows:
+            samples = list(samples)
+            for label, shadow in self.shadows:
+                if shadow.jobs[job].decision is None:
+                    decided = shadow.observe(job, samples)
+                    if decided is not None:
+                        self._shadow_decisions.append((label, decided))
         state = self.jobs[job]
         decision: Decision | None = None
         metric = self.objective.metric
@@ -279,10 +308,18 @@ class TuningJobEngine:
     def end(self, job: str, status: JobStatus) -> JobStatus:
         """The job's source ended; a stopped job stays Stopped. Returns the final status."""
         state = self.jobs[job]
+        for _, shadow in self.shadows:
+            shadow.end(job, status)
         if state.status is JobStatus.RUNNING:
             state.status = status
         self._count_ended(state)
         return state.status
+
+    def take_shadow_decisions(self) -> list[tuple[str, Decision]]:
+        """The shadow rules' decisions since the last call, (label, decision), for the caller to
+        log, count and store; never acted on."""
+        taken, self._shadow_decisions = self._shadow_decisions, []
+        return taken
 
     # completion ----------------------------------------------------------------------------
     def _completes(self, completion: Completion | None) -> None:

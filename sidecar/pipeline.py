@@ -31,8 +31,9 @@ from sidecar.model import (
     StopFinished,
 )
 from sidecar.parse import Extractor, JobParser
+from sidecar.report import rule_doc
 from sidecar.stoppers import StopRequest
-from sidecar.store import Batch, JobUpdate, Store, StoredJob, ValueRow
+from sidecar.store import Batch, JobUpdate, ShadowDecision, Store, StoredJob, ValueRow
 from sidecar.telemetry import JobSnapshot, Telemetry
 from sidecar.templates import template_context
 from sidecar.writes import Registered
@@ -429,7 +430,24 @@ class Pipeline:
         if decision is not None:
             self._stop(decision, runtime)
             batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
+        if engine.shadows:
+            self._shadow_stops(engine, batch)
         self._completion(engine, batch)
+
+    def _shadow_stops(self, engine: TuningJobEngine, batch: Batch) -> None:
+        """What the shadow rules decided: logged, counted and stored, never acted on."""
+        settings = {label: shadow.settings for label, shadow in engine.shadows}
+        for label, decision in engine.take_shadow_decisions():
+            self.telemetry.shadow_stops.labels(engine.name, label).inc()
+            log.info(
+                "shadow_stop_decision",
+                tuning_job=engine.name,
+                job=decision.job,
+                rule=label,
+                settings=rule_doc(settings[label]),
+                **decision.evidence(),
+            )
+            batch.shadows.append(ShadowDecision(engine.name, decision.job, label, decision))
 
     def _completion(self, engine: TuningJobEngine, batch: Batch) -> None:
         """The tuning job has just completed: say so once, and with `stop_running` stop its

@@ -17,7 +17,8 @@ from sidecar.report import job_doc, objective_doc
 from sidecar.rule import JobHistory, Rule, Verdict
 from sidecar.rules import make_rule
 from sidecar.sources.offline import FileStats, samples_by_line
-from sidecar.store import Batch, JobUpdate, Store, ValueRow
+from sidecar.status import shadow_docs
+from sidecar.store import Batch, JobUpdate, ShadowDecision, Store, ValueRow
 
 # values written to the store at once while replaying: memory stays bounded whatever the log's size
 REPLAY_BATCH_VALUES = 50_000
@@ -159,6 +160,7 @@ def replay(
         parser = extractor.job_parser()
         stats = FileStats(counts=result.counts)
         values: list[ValueRow] = []
+        job_shadows: dict[str, Decision] = {}
         decision = None
         logged_epochs = 0
         lines = samples_by_line(
@@ -180,6 +182,8 @@ def replay(
                 store.apply(Batch(values=values))  # bounded memory: a long log streams to the store
                 values = []
             decision = engine.observe(job, samples)
+            for label, shadow_decision in engine.take_shadow_decisions():
+                job_shadows[label] = shadow_decision
             if trace:
                 shadow.observe(job, samples)
                 for epoch, verdict in recorder.verdicts:
@@ -199,20 +203,27 @@ def replay(
             job_trace.stopped = decision is not None
             job_trace.why = shadow.why_not_stopped(job)
             result.traces.append(job_trace)
-        store.apply(Batch(values=values, updates=[JobUpdate(tuning_job, job, status, decision)]))
+        store.apply(
+            Batch(
+                values=values,
+                updates=[JobUpdate(tuning_job, job, status, decision)],
+                shadows=[ShadowDecision(tuning_job, job, k, d) for k, d in job_shadows.items()],
+            )
+        )
         done = engine.take_completion()
         if done is not None and completion is None:
             completion = {**done.doc(), "after": len(jobs) + 1}
         result.epochs_in_log[job] = logged_epochs
-        jobs.append(
-            job_doc(
-                job=job,
-                order=order,
-                status=status,
-                epochs=engine.epochs(job),
-                decision=decision,
-            )
+        doc = job_doc(
+            job=job,
+            order=order,
+            status=status,
+            epochs=engine.epochs(job),
+            decision=decision,
         )
+        if engine.shadows:
+            doc["shadow_decisions"] = shadow_docs(job_shadows)
+        jobs.append(doc)
     result.document = {
         "tuning_job": tuning_job,
         "objective": objective_doc(config.objective),

@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sidecar.config import EarlyStopping, Objective
+from sidecar.config import Objective, RuleSettings
 from sidecar.model import Decision, JobStatus, finite_or_none
 
 RULE_PARAMETERS = {
@@ -28,7 +28,7 @@ RULE_PARAMETERS = {
 }
 
 
-def rule_doc(settings: EarlyStopping) -> dict[str, Any]:
+def rule_doc(settings: RuleSettings) -> dict[str, Any]:
     """The rule and its settings, as `status --json` shows them: `{"rule", "type",
     "parameters"}`, plus `patience` and `completion` when set."""
     if settings.rule == "sagemaker":
@@ -48,13 +48,18 @@ def rule_doc(settings: EarlyStopping) -> dict[str, Any]:
     }
     if settings.patience is not None:
         doc["patience"] = settings.patience.model_dump()
-    completion = settings.completion
-    if completion.target_objective_value is not None or completion.max_jobs_not_improving:
+    completion = getattr(settings, "completion", None)
+    if completion is not None and (
+        completion.target_objective_value is not None or completion.max_jobs_not_improving
+    ):
         doc["completion"] = completion.model_dump()
+    shadows = getattr(settings, "shadow", ())
+    if shadows:
+        doc["shadow"] = [rule_doc(block) for block in shadows]
     return doc
 
 
-def rule_text(settings: EarlyStopping) -> str:
+def rule_text(settings: RuleSettings) -> str:
     """`rule optuna-median (n_startup_trials 5, ...), early stopping Auto` for the tables."""
     doc = rule_doc(settings)
     shown = ", ".join(f"{k} {v}" for k, v in doc["parameters"].items())

@@ -7,8 +7,14 @@ from typing import Any
 from sidecar.completion import Completion
 from sidecar.config import EarlyStopping, Objective
 from sidecar.engine import TuningJobEngine
+from sidecar.model import Decision
 from sidecar.report import job_doc, jobs_table, objective_doc, printable, rule_doc, values_doc
 from sidecar.store import Store
+
+
+def shadow_docs(decisions: dict[str, Decision]) -> list[dict[str, Any]]:
+    """A job's shadow decisions: `[{"rule": label, <the decision's evidence>}]`."""
+    return [{"rule": label, **d.evidence()} for label, d in sorted(decisions.items())]
 
 
 def completion_in_store(
@@ -44,6 +50,7 @@ def status_document(
         if tuning_job is not None and name != tuning_job:
             continue
         wanted = None if values else {objective.metric}
+        shadows = store.shadow_decisions(name)
         jobs = []
         for stored in store.load_jobs(name, metrics=wanted):
             series = stored.values.get(objective.metric, [])
@@ -56,6 +63,8 @@ def status_document(
             )
             if values:
                 doc["values"] = values_doc(stored.values)
+            if shadows:
+                doc["shadow_decisions"] = shadow_docs(shadows.get(stored.name, {}))
             jobs.append(doc)
         entry: dict[str, Any] = {"name": name, "objective": objective_doc(objective), "jobs": jobs}
         if early_stopping is not None:

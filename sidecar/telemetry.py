@@ -111,6 +111,12 @@ class Telemetry:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
             registry=r,
         )
+        self.shadow_stops = Counter(
+            "early_stopping_shadow_stops",
+            "Jobs a shadow rule (early_stopping.shadow) would have stopped; never acted on.",
+            ["tuning_job", "rule"],
+            registry=r,
+        )
         self.tuning_job_complete = Gauge(
             "early_stopping_tuning_job_complete",
             "1 once the tuning job is complete (early_stopping.completion), by reason.",

@@ -24,7 +24,7 @@ import structlog
 
 from sidecar.config import Objective
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.store import Batch, Store
+from sidecar.store import Batch, ShadowDecision, Store
 from sidecar.telemetry import Telemetry
 
 log = structlog.get_logger("sidecar.writes")
@@ -52,14 +52,23 @@ def merged(batches: Sequence[Batch]) -> Batch:
     offsets = {}
     updates = []
     registrations = []
+    shadows: dict[tuple[str, str, str], ShadowDecision] = {}
     for batch in batches:
+        for d in batch.shadows:
+            shadows.setdefault((d.tuning_job, d.job, d.rule), d)  # a shadow decides once
         for v in batch.values:
             values[(v.tuning_job, v.job, v.metric, v.epoch)] = v
         for o in batch.offsets:
             offsets[(o.node, o.file_key)] = o
         updates.extend(batch.updates)
         registrations.extend(batch.registrations)
-    return Batch(list(values.values()), updates, list(offsets.values()), registrations)
+    return Batch(
+        list(values.values()),
+        updates,
+        list(offsets.values()),
+        registrations,
+        list(shadows.values()),
+    )
 
 
 class WriteBuffer:

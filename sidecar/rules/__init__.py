@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.config import EarlyStopping, ObjectiveType
+from sidecar.config import ObjectiveType, RuleSettings
 from sidecar.rule import Rule, SageMakerMedianRule
 from sidecar.rules.katib import KatibMedianRule
 from sidecar.rules.optuna import (
@@ -13,7 +13,7 @@ from sidecar.rules.optuna import (
 from sidecar.rules.patience import PatientRule
 
 
-def make_rule(settings: EarlyStopping, direction: ObjectiveType) -> Rule:
+def make_rule(settings: RuleSettings, direction: ObjectiveType) -> Rule:
     """The rule named in the config, wrapped in `patience` when that is set."""
     optuna, katib = settings.optuna, settings.katib
     rule: Rule

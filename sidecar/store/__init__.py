@@ -9,6 +9,7 @@ from sidecar.errors import StoreError
 from sidecar.store.records import (
     Batch,
     JobUpdate,
+    ShadowDecision,
     Store,
     StoredJob,
     ValueRow,
@@ -22,6 +23,7 @@ from sidecar.store.sqlite import MEMORY, SqliteStore, sqlite_path
 __all__ = [
     "Batch",
     "JobUpdate",
+    "ShadowDecision",
     "Store",
     "StoreError",
     "StoredJob",

@@ -31,7 +31,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.model import JobStatus, Offset
+from sidecar.model import Decision, JobStatus, Offset
 from sidecar.store.migrations import pending, statements
 from sidecar.store.records import (
     Batch,
@@ -112,6 +112,16 @@ MIGRATIONS: list[str] = [
     # the same lookups by (tuning_job, metric), and each index costs every value write
     """
     DROP INDEX metric_values_by_metric;
+    """,
+    # 4: the shadow rules' decisions (early_stopping.shadow), one per job and shadow
+    """
+    CREATE TABLE shadow_decisions (
+        tuning_job text NOT NULL,
+        job text NOT NULL,
+        rule text NOT NULL,
+        decision text NOT NULL,
+        PRIMARY KEY (tuning_job, job, rule)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -378,6 +388,15 @@ class PostgresStore:
                             for u in batch.updates
                         ],
                     )
+                if batch.shadows:
+                    cur.executemany(
+                        "INSERT INTO shadow_decisions (tuning_job, job, rule, decision)"
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT (tuning_job, job, rule) DO NOTHING",
+                        [
+                            (d.tuning_job, d.job, d.rule, decision_to_json(d.decision))
+                            for d in batch.shadows
+                        ],
+                    )
                 if batch.offsets:
                     cur.executemany(
                         "INSERT INTO source_offsets (node, file_key, fingerprint, path,"
@@ -476,6 +495,21 @@ class PostgresStore:
           FROM s LEFT JOIN (j LEFT JOIN v ON v.job = j.name) ON true
          ORDER BY j.launch_order
     """
+
+    def shadow_decisions(self, tuning_job: str) -> dict[str, dict[str, Decision]]:
+        def work(conn: Connection) -> list[TupleRow]:
+            return conn.execute(
+                "SELECT job, rule, decision FROM shadow_decisions WHERE tuning_job = %s"
+                ' ORDER BY job COLLATE "C", rule COLLATE "C"',
+                (tuning_job,),
+            ).fetchall()
+
+        out: dict[str, dict[str, Decision]] = {}
+        for job, rule, text in self._run("load shadow decisions", work):
+            decision = decision_from_json(tuning_job, job, text)
+            if decision is not None:
+                out.setdefault(job, {})[rule] = decision
+        return out
 
     def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
         """Jobs whose row or `metric` values changed after write number `since`, with only the

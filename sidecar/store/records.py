@@ -32,6 +32,16 @@ class JobUpdate:
     decision: Decision | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowDecision:
+    """A shadow rule's decision on a job (`early_stopping.shadow`): recorded, never acted on."""
+
+    tuning_job: str
+    job: str
+    rule: str  # the shadow's label: its rule's name (`name#2` for a second one of that name)
+    decision: Decision
+
+
 @dataclass(slots=True)
 class Batch:
     """Everything one step applies, committed in one transaction (values with their offsets).
@@ -43,9 +53,12 @@ class Batch:
     updates: list[JobUpdate] = field(default_factory=list)
     offsets: list[Offset] = field(default_factory=list)
     registrations: list[tuple[str, str]] = field(default_factory=list)
+    shadows: list[ShadowDecision] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.values or self.updates or self.offsets or self.registrations)
+        return bool(
+            self.values or self.updates or self.offsets or self.registrations or self.shadows
+        )
 
 
 @dataclass(slots=True)
@@ -93,6 +106,10 @@ class Store(Protocol):
 
     def load_job(self, tuning_job: str, job: str) -> StoredJob | None:
         """One job with every metric's values, or None when it is not registered."""
+        ...
+
+    def shadow_decisions(self, tuning_job: str) -> dict[str, dict[str, Decision]]:
+        """The shadow rules' decisions, by job, then by shadow label."""
         ...
 
     def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:

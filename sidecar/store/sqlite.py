@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import StoreDataError, StoreError
-from sidecar.model import JobStatus, Offset
+from sidecar.model import Decision, JobStatus, Offset
 from sidecar.store.migrations import pending, statements
 from sidecar.store.records import (
     Batch,
@@ -107,6 +107,16 @@ MIGRATIONS: list[str] = [
     DROP TABLE metric_values;
     ALTER TABLE metric_values_v3 RENAME TO metric_values;
     CREATE INDEX metric_values_by_cursor ON metric_values (tuning_job, metric, seq);
+    """,
+    # 4: the shadow rules' decisions (early_stopping.shadow), one per job and shadow
+    """
+    CREATE TABLE shadow_decisions (
+        tuning_job TEXT NOT NULL,
+        job TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        PRIMARY KEY (tuning_job, job, rule)
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -285,6 +295,15 @@ class SqliteStore:
                         update.job,
                     ),
                 )
+            if batch.shadows:
+                db.executemany(
+                    "INSERT INTO shadow_decisions (tuning_job, job, rule, decision)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (tuning_job, job, rule) DO NOTHING",
+                    [
+                        (d.tuning_job, d.job, d.rule, decision_to_json(d.decision))
+                        for d in batch.shadows
+                    ],
+                )
             if batch.offsets:
                 db.executemany(
                     "INSERT INTO source_offsets (node, file_key, fingerprint, path, byte_offset,"
@@ -349,6 +368,20 @@ class SqliteStore:
                 continue
             stored.values.setdefault(metric, []).append((int(epoch), from_column(value)))
         return list(jobs.values())
+
+    def shadow_decisions(self, tuning_job: str) -> dict[str, dict[str, Decision]]:
+        with self._transaction("load shadow decisions", write=False) as db:
+            rows = db.execute(
+                "SELECT job, rule, decision FROM shadow_decisions WHERE tuning_job = ?"
+                " ORDER BY job, rule",
+                (tuning_job,),
+            ).fetchall()
+        out: dict[str, dict[str, Decision]] = {}
+        for job, rule, text in rows:
+            decision = decision_from_json(tuning_job, job, text)
+            if decision is not None:
+                out.setdefault(job, {})[rule] = decision
+        return out
 
     def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
         """Jobs whose row or `metric` values changed after write number `since`, with only the

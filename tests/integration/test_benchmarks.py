@@ -97,3 +97,24 @@ def test_decision_history_runs_on_sqlite() -> None:
 def test_footprint_follows_a_few_files(layout: str) -> None:
     out = run("footprint.py", "--files", "3", "--idle-seconds", "1", "--layout", layout)
     assert "idle" in out.lower()
+
+
+def test_rule_decisions_times_every_rule() -> None:
+    out = run("rule_decisions.py", "--jobs", "20", "--epochs", "3", "--repeat", "2")
+    for rule in ("sagemaker", "optuna-successive-halving", "katib-median"):
+        assert rule in out
+
+
+def test_whatif_speed_runs_its_candidates() -> None:
+    out = run(
+        "whatif_speed.py", "--candidates", "6", "--orders", "2", "--jobs", "3", "--epochs", "4"
+    )
+    assert "6 candidates x 2 orders" in out
+
+
+def test_live_follow_compares_with_mtail_on_a_few_files() -> None:
+    if shutil.which("mtail") is None:
+        skip_or_fail("mtail is not installed (apt-get install -y mtail)")
+    out = run("live_follow.py", "--files", "3", "--rate", "300", "--seconds", "1")
+    assert "sidecar" in out and "mtail counted" in out
+    assert "values never stored" not in out

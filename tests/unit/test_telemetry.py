@@ -150,6 +150,7 @@ class TestTelemetry:
         assert types == {
             "early_stopping_jobs_stopped": "counter",
             "early_stopping_tuning_job_complete": "gauge",
+            "early_stopping_shadow_stops": "counter",
             "early_stopping_log_lines": "counter",
             "early_stopping_metric_values": "counter",
             "early_stopping_parse_errors": "counter",
