@@ -18,7 +18,7 @@ import structlog
 
 from sidecar.config import Config
 from sidecar.consumer import Consumer, Inbox
-from sidecar.pipeline import Pipeline
+from sidecar.pipeline import Pipeline, Publish
 from sidecar.stoppers import StopDispatcher, Stopper
 from sidecar.store import Store
 from sidecar.telemetry import StopReporter, Telemetry
@@ -101,6 +101,7 @@ def assemble(
     backend: str,
     dry_run: bool,
     shared_store: bool,
+    publish: Publish | None = None,
 ) -> Decider:
     """Build and start the decision path on `store`, adding each part to `parts`."""
     inbox = Inbox()  # the consumer's queue first: every feedback path below puts into it
@@ -124,6 +125,7 @@ def assemble(
         dry_run=dry_run,
         shared_store=shared_store,
         store_failing=lambda: writes.failing is not None,
+        publish=publish,
     )
     consumer = Consumer(inbox, pipeline, writes)
     parts.start(Callback("store", store.close))

@@ -293,10 +293,12 @@ class Stop(StrictModel):
 
 
 class Http(StrictModel):
-    """Where `/metrics`, `/healthz` and `/readyz` are served."""
+    """Where `/metrics`, `/healthz`, `/readyz` and the API are served."""
 
     host: str = "0.0.0.0"
     port: Int = Field(default=9108, ge=0, le=65535)
+    # a file holding the token that allows POSTs (pushed values); without it every POST is 405
+    token_file: str | None = None
 
 
 class Config(StrictModel):

@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry
 from sidecar.assemble import Decider, Parts, assemble
 from sidecar.config import Config, config_warnings
 from sidecar.consumer import Consumer
+from sidecar.http.api import Api, read_token
+from sidecar.http.events import EventHub
 from sidecar.http.health import add_health_routes
 from sidecar.http.server import HttpServer, Router, bind
 from sidecar.model import Chunk, JobEnded
@@ -159,8 +161,10 @@ class Daemon:
         sock = bind(config.http.host, config.http.port)
         telemetry = Telemetry(self.registry, max_metric_series=config.max_metric_series)
         self.telemetry = telemetry
+        token = read_token(config.http.token_file)
         router = Router()
         add_health_routes(router, telemetry.registry, self.ready)
+        hub = EventHub()
         self.http = HttpServer(sock, router)
         self.parts.start(self.http)
         store = self._store or open_store(config.store)
@@ -179,8 +183,12 @@ class Daemon:
             # another process may write this history (several sidecars on one SQLite file, or
             # nodes on PostgreSQL): catch up on their writes before deciding
             shared_store=not store.url.endswith(":memory:"),
+            publish=hub.publish,
         )
         pipeline = self.decider.pipeline
+        Api(
+            config, pipeline, store, hub, token=token, submit=self.decider.consumer.inbox.put
+        ).routes(router)
         for name, _objective in store.tuning_jobs():
             pipeline.engine(name)
         pipeline.engine(config.tuning_job)

@@ -36,6 +36,8 @@ class JobState:
     decision: Decision | None = None
     latest: dict[str, float] = field(default_factory=dict)
     verdict: Verdict | None = None  # the rule's last verdict on it
+    # epoch -> what the rule compared the job's value with there (None: it could not decide)
+    thresholds: dict[int, float | None] = field(default_factory=dict)
     compared: int = 0  # how many of its values the rule compared (warm-up over)
 
     @property
@@ -247,6 +249,7 @@ class TuningJobEngine:
                 others=self._histories,
             )
         state.verdict = verdict
+        state.thresholds[sample.epoch] = verdict.median if verdict.compared else None
         if verdict.compared:
             state.compared += 1
         if not verdict.stop:

@@ -739,6 +739,13 @@ class JobParser:
             return
         self._record(samples, name, value, epoch, counts)
 
+    def record(self, name: str, value: float, epoch: int, counts: ParseCounts) -> Sample | None:
+        """A value given with its epoch (pushed over HTTP): the same checks and bookkeeping as a
+        value read from a line (epoch bounds, the metric cap); None when it is not kept."""
+        out: list[Sample] = []
+        self._record(out, name, value, epoch, counts)
+        return out[0] if out else None
+
     def _record(
         self,
         samples: list[Sample],

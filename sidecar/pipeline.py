@@ -13,7 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import structlog
 
@@ -42,7 +44,21 @@ log = structlog.get_logger("sidecar")
 
 SubmitStop = Callable[[StopRequest], object]
 Write = Callable[[Batch], object]
-Item = Chunk | JobEnded | StopFinished | Registered
+
+
+@dataclass(slots=True)
+class Pushed:
+    """Values a caller pushed over HTTP for a job (docs/api.md): recorded as if read from its
+    log; the answer, `{"stop", "decision"}`, is set on `reply`."""
+
+    tuning_job: str
+    job: str
+    samples: list[Sample]
+    reply: Future[dict[str, Any]]
+
+
+Item = Chunk | JobEnded | StopFinished | Registered | Pushed
+Publish = Callable[[str, dict[str, Any]], None]
 
 # a decision at epoch e on a read that also held epochs past e + this: the job's output reached
 # the log long after it was printed (block-buffered stdout)
@@ -106,8 +122,11 @@ class Pipeline:
         dry_run: bool = False,
         shared_store: bool = False,
         store_failing: Callable[[], bool] = lambda: False,
+        publish: Publish | None = None,
     ) -> None:
         self.config = config
+        # live events for the API's stream (docs/api.md): value, decision, job, completion
+        self.publish: Publish = publish or (lambda kind, data: None)
         self.store = store
         self.telemetry = telemetry
         self.submit_stop = submit_stop
@@ -300,6 +319,10 @@ class Pipeline:
             self.local_jobs.add(key)
         if provisional:
             self.write(Batch(registrations=[(tuning_job, job)]))
+        self.publish(
+            "job",
+            {"tuning_job": tuning_job, "job": job, "order": order, "status": state.status.value},
+        )
         log.info(
             "job_registered",
             tuning_job=tuning_job,
@@ -323,7 +346,9 @@ class Pipeline:
         """Handle one item; a chunk whose regex timeouts used up its slice returns the rest."""
         if isinstance(item, Chunk):
             return self._chunk(item)
-        if isinstance(item, Registered):
+        if isinstance(item, Pushed):
+            self._pushed(item)
+        elif isinstance(item, Registered):
             self.registered(item)
         elif isinstance(item, StopFinished):
             self._stop_finished(item)
@@ -373,6 +398,39 @@ class Pipeline:
             chunk, job, chunk.lines, batch, ParseCounts(), decided=state.decision is not None
         )
         return self.resume(rest)
+
+    def _pushed(self, pushed: Pushed) -> None:
+        """Pushed values: the job registered at its first value, the values stored and decided
+        on exactly as a log line's would be."""
+        try:
+            name = pushed.job
+            current = self.current.get((pushed.tuning_job, name), name)
+            known = (pushed.tuning_job, current) in self.runtimes
+            job = current if known else self.job_key(pushed.tuning_job, name, fresh=True)
+            runtime = self.register(pushed.tuning_job, job, name=name)
+            engine = self.engines[pushed.tuning_job]
+            if self.shared_store and engine.enabled:
+                self._refresh(engine)
+            batch = Batch()
+            with self.lock:
+                state = engine.jobs[job]
+                before = state.decision
+                counts = ParseCounts()
+                kept = []
+                for sample in pushed.samples:
+                    found = runtime.parser.record(sample.metric, sample.value, sample.epoch, counts)
+                    if found is not None:
+                        kept.append(found)
+                if kept:
+                    self._samples(engine, job, runtime, kept, batch, read_at=time.monotonic())
+                decision = state.decision if state.decision is not before else None
+            self.write(batch)
+        except BaseException as exc:  # the caller is waiting: always answer
+            pushed.reply.set_exception(ValueError(str(exc)))
+            raise
+        pushed.reply.set_result(
+            {"stop": decision is not None, "decision": decision.evidence() if decision else None}
+        )
 
     def resume(self, rest: Continuation) -> Continuation | None:
         """Parse a chunk's lines until they are done (None) or their slice of regex timeouts is
@@ -427,9 +485,23 @@ class Pipeline:
             return
         decision = engine.observe(job, samples)
         self.telemetry.decision_latency.observe(time.monotonic() - read_at)
+        thresholds = state.thresholds
+        for s in samples:
+            if s.metric == objective:
+                self.publish(
+                    "value",
+                    {
+                        "tuning_job": engine.name,
+                        "job": job,
+                        "epoch": s.epoch,
+                        "value": s.value,
+                        "threshold": thresholds.get(s.epoch),
+                    },
+                )
         if decision is not None:
             self._stop(decision, runtime)
             batch.updates.append(JobUpdate(engine.name, job, JobStatus.STOPPED, decision))
+            self.publish("decision", {"tuning_job": engine.name, "job": job, **decision.evidence()})
         if engine.shadows:
             self._shadow_stops(engine, batch)
         self._completion(engine, batch)
@@ -456,6 +528,7 @@ class Pipeline:
         if done is None:
             return
         self.telemetry.tuning_job_complete.labels(engine.name, done.reason).set(1)
+        self.publish("completion", {"tuning_job": engine.name, **done.doc()})
         log.info(
             "tuning_job_complete",
             tuning_job=engine.name,
@@ -606,6 +679,10 @@ class Pipeline:
             self._completion(engine, batch)
         self.write(batch)
         if status is not before:
+            self.publish(
+                "job",
+                {"tuning_job": ended.tuning_job, "job": job, "status": status.value},
+            )
             log.info(
                 "job_ended",
                 tuning_job=ended.tuning_job,

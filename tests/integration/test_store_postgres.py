@@ -125,6 +125,7 @@ class TestUrls:
             "jobs",
             "metric_values",
             "schema_version",
+            "shadow_decisions",
             "source_offsets",
             "tuning_jobs",
         ]

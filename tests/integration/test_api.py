@@ -1,0 +1,265 @@
+"""The HTTP API of a real `sidecar run`: the read documents, thresholds from the rule's own
+verdicts, the live event stream to two clients, and token-guarded push (docs/api.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import DaemonProcess, wait_for
+
+TOKEN = "s3cret-token-of-the-test-0123456789"
+CURVES = {
+    "a": [1.0, 0.8, 0.6, 0.5],
+    "b": [0.9, 0.7, 0.5, 0.4],
+    "c": [1.5, 1.4, 1.3, 1.2],
+    "d": [2.0, 1.9, 1.8, 1.7],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, tmp: Path, *, token: bool = True) -> None:
+        self.port = free_port()
+        self.logs = tmp / "logs"
+        self.logs.mkdir()
+        token_line = ""
+        if token:
+            (tmp / "token").write_text(TOKEN + "\n")
+            token_line = f", token_file: '{tmp / 'token'}'"
+        config = tmp / "config.yaml"
+        config.write_text(
+            f"tuning_job: api\nobjective: {{metric: val_loss}}\n"
+            "metric_definitions: [{Name: val_loss, Regex: 'val_loss=(\\S+)'}]\n"
+            "epoch: {regex: '^epoch (\\d+)'}\n"
+            "early_stopping: {min_jobs: 1}\n"
+            f"sources: [{{path: '{self.logs}/*.log'}}]\n"
+            f"store: 'sqlite://{tmp / 'h.db'}'\n"
+            "stop: {backend: none}\n"
+            f"http: {{host: 127.0.0.1, port: {self.port}{token_line}}}\n"
+            "idle_timeout_seconds: 0\nlog_level: info\n"
+        )
+        self.config = config
+        self.process = DaemonProcess(config, tmp / "daemon.log")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        kind = response.getheader("Content-Type", "")
+        return response.status, json.loads(data) if "json" in kind else data.decode()
+
+    def ready(self) -> bool:
+        try:
+            return self.request("GET", "/readyz")[0] == 200
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path)
+    d.process.start()
+    try:
+        wait_for(d.ready, 30, describe=d.process.output)
+        yield d
+    finally:
+        d.process.terminate()
+
+
+def write_sweep(d: Daemon) -> None:
+    for job, values in CURVES.items():
+        (d.logs / f"{job}.log").write_text(
+            "".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1))
+        )
+
+
+def stopped(d: Daemon) -> dict[str, int]:
+    status, doc = d.request("GET", "/api/v1/tuning-jobs/api")
+    if status != 200:
+        return {}
+    return {j["job"]: j["decision"]["epoch"] for j in doc["jobs"] if j["decision"]}
+
+
+class SseClient(threading.Thread):
+    """Reads `GET /api/v1/events` and keeps every decision event, in order."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.decisions: list[tuple[str, int]] = []
+        self.kinds: set[str] = set()
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("GET", "/api/v1/events")
+        response = conn.getresponse()
+        assert response.getheader("Content-Type") == "text/event-stream"
+        kind = None
+        while True:
+            line = response.fp.readline()
+            if not line:
+                return
+            text = line.decode().rstrip("\n")
+            if text == ": connected":
+                self.connected.set()
+            if text.startswith("event: "):
+                kind = text[7:]
+                self.kinds.add(kind)
+            elif text.startswith("data: ") and kind == "decision":
+                data = json.loads(text[6:])
+                self.decisions.append((data["job"], data["epoch"]))
+
+
+def test_read_documents_thresholds_and_events_to_two_clients(daemon: Daemon) -> None:
+    clients = [SseClient(daemon.port), SseClient(daemon.port)]
+    for c in clients:
+        c.start()
+        assert c.connected.wait(10)
+    write_sweep(daemon)
+    wait_for(lambda: len(stopped(daemon)) == 2, 30, describe=daemon.process.output)
+    status, listing = daemon.request("GET", "/api/v1/tuning-jobs")
+    assert status == 200
+    (tj,) = listing["tuning_jobs"]
+    assert set(tj) == {"name", "objective", "rule", "counts", "best", "completion"}
+    assert tj["name"] == "api" and tj["best"] == {"job": "b", "value": 0.4}
+    assert tj["counts"]["Stopped"] == 2 and tj["completion"] is None
+    status, detail = daemon.request("GET", "/api/v1/tuning-jobs/api")
+    cli = subprocess.run(
+        [sys.executable, "-m", "sidecar", "status", "-c", str(daemon.config), "--json", "--values"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (from_status,) = json.loads(cli.stdout)["tuning_jobs"]
+    for job, expected in zip(detail["jobs"], from_status["jobs"], strict=True):
+        thresholds = job.pop("thresholds")
+        assert job == expected  # one element of `status --json --values`, plus thresholds
+        if job["decision"]:
+            at = dict(thresholds)[job["decision"]["epoch"]]
+            assert at == job["decision"]["median"]  # what the rule compared it with
+    wait_for(lambda: all(len(c.decisions) == 2 for c in clients), 10)
+    assert clients[0].decisions == clients[1].decisions
+    assert {job for job, _ in clients[0].decisions} == set(stopped(daemon))
+    assert {"value", "decision", "job"} <= clients[0].kinds
+    assert daemon.request("GET", "/api/v1/tuning-jobs/nope")[0] == 404
+
+
+def push(d: Daemon, job: str, body: object, token: str = TOKEN) -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return d.request(
+        "POST",
+        f"/api/v1/tuning-jobs/api/jobs/{job}/values",
+        raw,
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+
+def test_pushed_values_decide_as_log_lines_would(daemon: Daemon, tmp_path: Path) -> None:
+    answers = {}
+    for job, values in CURVES.items():
+        for e, v in enumerate(values, 1):
+            status, answer = push(
+                daemon, job, {"values": [{"metric": "val_loss", "epoch": e, "value": v}]}
+            )
+            assert status == 200, answer
+            if answer["stop"]:
+                answers[job] = answer["decision"]["epoch"]
+                break
+    logs = []
+    for job, values in CURVES.items():
+        path = tmp_path / f"{job}.log"
+        path.write_text("".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1)))
+        logs.append(str(path))
+    replayed = subprocess.run(
+        [sys.executable, "-m", "sidecar", "replay", "-c", str(daemon.config), "--json", *logs],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected = {
+        j["job"]: j["decision"]["epoch"]
+        for j in json.loads(replayed.stdout)["jobs"]
+        if j["decision"]
+    }
+    assert expected and answers == expected
+    assert TOKEN not in daemon.process.output(100_000)  # never logged
+
+
+@pytest.mark.parametrize(
+    ("body", "token", "status"),
+    [
+        (
+            {"values": [{"metric": "val_loss", "epoch": 1, "value": 0.5}]},
+            "wrong-token-xxxxxxxxxx",
+            401,
+        ),
+        (b"{not json", TOKEN, 400),
+        ({"values": [{"metric": "val_loss", "epoch": 0, "value": 0.5}]}, TOKEN, 400),
+        ({"values": [{"metric": "val_loss", "epoch": 1, "value": "x"}]}, TOKEN, 400),
+        (b"x" * (1 << 20 | 1), TOKEN, 413),
+    ],
+)
+def test_bad_pushes_are_refused_and_store_nothing(
+    daemon: Daemon, body: object, token: str, status: int
+) -> None:
+    code, answer = push(daemon, "bad", body, token)
+    assert code == status, answer
+    _, detail = daemon.request("GET", "/api/v1/tuning-jobs/api")
+    assert all(j["job"] != "bad" for j in detail.get("jobs", []))
+
+
+def test_without_a_token_file_every_post_is_405(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, token=False)
+    d.process.start()
+    try:
+        wait_for(d.ready, 30, describe=d.process.output)
+        assert (
+            push(d, "a", {"values": [{"metric": "val_loss", "epoch": 1, "value": 1.0}]})[0] == 405
+        )
+    finally:
+        d.process.terminate()
+
+
+def test_the_daemon_survives_a_thousand_garbage_requests(daemon: Daemon) -> None:
+    payloads = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\x00\xff" * 50,
+        b"POST /api/v1/x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+    ]
+    for i in range(1000):
+        with (
+            socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as s,
+            contextlib.suppress(OSError),  # the server may close first: that is its answer
+        ):
+            s.sendall(payloads[i % len(payloads)])
+            s.shutdown(socket.SHUT_WR)  # done sending: the server answers or closes at once
+            s.recv(1024)
+    assert daemon.process.alive()
+    assert daemon.request("GET", "/api/v1/tuning-jobs")[0] == 200
