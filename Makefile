@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 GENVENV ?= /tmp/genvenv
 
-.PHONY: setup test test-unit lint format check clean sample-logs layers
+.PHONY: setup test test-unit lint format check clean sample-logs layers screenshots
 
 setup: $(BIN)/sidecar  ## create .venv and install the sidecar with its dev tools
 
@@ -44,3 +44,7 @@ sample-logs: setup  ## regenerate sample_logs/ with the real frameworks (about 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+screenshots: setup  ## regenerate docs/images/live-page.png (headless Chromium against a live daemon)
+	mkdir -p docs/images
+	SIDECAR_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/integration/test_page.py

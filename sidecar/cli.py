@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="a self-contained run: real trainer processes, the daemon stopping the losers"
     )
     demo.add_argument("--dir", type=Path, help="keep logs and history here (default: a temp dir)")
+    demo.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="end when the sweep ends (default: keep serving the live page until Enter)",
+    )
     demo.add_argument("--port", type=int, default=9108, help="serve /metrics here (default 9108)")
     demo.add_argument(
         "--epoch-seconds",
@@ -205,7 +210,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sidecar.logsetup import configure
 
     configure("warning")  # the demo narrates on stdout; only problems go to stderr
-    return run_demo(folder=args.dir, port=args.port, epoch_seconds=args.epoch_seconds)
+    wait = None if args.no_wait else sys.stdin.readline  # Enter (or end of input) ends it
+    return run_demo(folder=args.dir, port=args.port, epoch_seconds=args.epoch_seconds, wait=wait)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -87,8 +87,16 @@ class Demo:
     """Launches the sweep two at a time beside an in-process daemon and narrates what happens."""
 
     def __init__(
-        self, folder: Path, *, port: int, epoch_seconds: float, out: TextIO, keep: bool = True
+        self,
+        folder: Path,
+        *,
+        port: int,
+        epoch_seconds: float,
+        out: TextIO,
+        keep: bool = True,
+        wait: Callable[[], object] | None = None,
     ) -> None:
+        self.wait = wait  # after the sweep: keep serving the page until this returns
         self.folder = folder
         self.keep = keep  # the folder outlives the demo (else the history hint would be a lie)
         self.epoch_seconds = epoch_seconds
@@ -114,6 +122,7 @@ class Demo:
             f"sidecar demo: {len(self.trials)} training jobs, {EPOCHS} epochs each, minimizing "
             f"val_loss, rule sagemaker (min_jobs 3, start_epoch 2); signal backend.\n"
             f"  logs and history in {self.folder}\n"
+            f"  live page at http://127.0.0.1:{http.port if http else '?'}/\n"
             f"  metrics at http://127.0.0.1:{http.port if http else '?'}/metrics\n"
         )
         started = time.monotonic()
@@ -129,6 +138,12 @@ class Demo:
                 running = [t for t in running if t.process and t.process.poll() is None]
                 time.sleep(0.1)
             self._settle()
+            if self.wait is not None:
+                self.say(
+                    f"the sweep is over; the page stays at http://127.0.0.1:"
+                    f"{http.port if http else '?'}/ until you press Enter"
+                )
+                self.wait()
         finally:
             for trial in self.trials:
                 if trial.process and trial.process.poll() is None:
@@ -281,11 +296,18 @@ class Demo:
 
 
 def run_demo(
-    *, folder: Path | None, port: int, epoch_seconds: float, out: TextIO = sys.stdout
+    *,
+    folder: Path | None,
+    port: int,
+    epoch_seconds: float,
+    out: TextIO = sys.stdout,
+    wait: Callable[[], object] | None = None,
 ) -> int:
     """Run the demo in `folder` (a new temporary one when None)."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        return Demo(folder, port=port, epoch_seconds=epoch_seconds, out=out).run()
+        return Demo(folder, port=port, epoch_seconds=epoch_seconds, out=out, wait=wait).run()
     with tempfile.TemporaryDirectory(prefix="sidecar-demo-") as tmp:
-        return Demo(Path(tmp), port=port, epoch_seconds=epoch_seconds, out=out, keep=False).run()
+        return Demo(
+            Path(tmp), port=port, epoch_seconds=epoch_seconds, out=out, keep=False, wait=wait
+        ).run()

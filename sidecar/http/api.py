@@ -24,6 +24,12 @@ from sidecar.report import objective_doc, rule_doc
 from sidecar.status import status_document
 from sidecar.store import Store
 
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 MAX_PUSH_BODY = 1 << 20  # bytes: a larger body is 413
 MAX_PUSH_VALUES = 10_000
 PUSH_TIMEOUT = 10.0  # seconds a push waits for the consumer's answer before it is 503
@@ -104,10 +110,27 @@ class Api:
         self.submit = submit
 
     def routes(self, router: Router) -> None:
+        router.add("GET", "/", self.page)
+        router.add("GET", "/ui", self.page)
+        router.add("GET", "/static/{name}", self.static)
         router.add("GET", "/api/v1/tuning-jobs", self.tuning_jobs)
         router.add("GET", "/api/v1/tuning-jobs/{name}", self.tuning_job)
         router.add_async("GET", "/api/v1/events", self.events)
         router.add("POST", "/api/v1/tuning-jobs/{tuning_job}/jobs/{job}/values", self.push)
+
+    def page(self, request: Request) -> Response:
+        return self.static(Request("GET", "/", {}, {}, params={"name": "index.html"}))
+
+    def static(self, request: Request) -> Response:
+        """The page's files, from the package (no CDN: nothing leaves the machine)."""
+        name = request.params["name"]
+        kind = STATIC_TYPES.get(Path(name).suffix)
+        path = STATIC / name
+        if kind is None or "/" in name or name.startswith(".") or not path.is_file():
+            return text(404, f"not found: /static/{name}")
+        response = Response(200, path.read_bytes(), content_type=kind)
+        response.headers.append(("Cache-Control", "no-cache"))
+        return response
 
     def tuning_jobs(self, request: Request) -> Response:
         with self.pipeline.lock:
@@ -126,10 +149,12 @@ class Api:
             engine = self.pipeline.engines.get(name)
             known = thresholds(engine) if engine is not None else {}
             complete = engine.completion.complete if engine is not None else None
+            why = {n: engine.why_not_stopped(n) for n in engine.jobs} if engine is not None else {}
         if complete is not None:
             element["completion"] = complete.doc()
         for job in element["jobs"]:
             job["thresholds"] = known.get(job["job"], [])
+            job["why_not_stopped"] = why.get(job["job"]) if job["decision"] is None else None
         return json_response(200, _nulls(element))
 
     async def events(self, request: Request) -> Response:

@@ -160,6 +160,8 @@ def test_read_documents_thresholds_and_events_to_two_clients(daemon: Daemon) -> 
     (from_status,) = json.loads(cli.stdout)["tuning_jobs"]
     for job, expected in zip(detail["jobs"], from_status["jobs"], strict=True):
         thresholds = job.pop("thresholds")
+        why = job.pop("why_not_stopped")
+        assert (why is None) == (job["decision"] is not None)
         assert job == expected  # one element of `status --json --values`, plus thresholds
         if job["decision"]:
             at = dict(thresholds)[job["decision"]["epoch"]]

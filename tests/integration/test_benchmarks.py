@@ -118,3 +118,10 @@ def test_live_follow_compares_with_mtail_on_a_few_files() -> None:
     out = run("live_follow.py", "--files", "3", "--rate", "300", "--seconds", "1")
     assert "sidecar" in out and "mtail counted" in out
     assert "values never stored" not in out
+
+
+def test_page_load_measures_a_small_sweep() -> None:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        skip_or_fail("chromium and chromium-driver are not installed")
+    out = run("page_load.py", "--jobs", "3", "--epochs", "2", "--runs", "1")
+    assert "first full render" in out

@@ -133,6 +133,7 @@ class TestDemo:
                 "--epoch-seconds",
                 "0.05",
             ],
+            input="\n",  # the sweep over, Enter ends the page's serving
             capture_output=True,
             text=True,
             timeout=120,
@@ -140,6 +141,8 @@ class TestDemo:
         )
         assert result.returncode == 0, result.stderr
         out = result.stdout
+        assert "live page at http://127.0.0.1:" in out
+        assert "until you press Enter" in out
         assert "JOB" in out and "EPOCHS SAVED" in out
         summary = [line for line in out.splitlines() if "jobs stopped early" in line]
         assert summary and not summary[0].startswith("0 of")

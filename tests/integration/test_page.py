@@ -1,0 +1,158 @@
+"""The live page in a real headless Chromium, against a real daemon fed by real trainer
+processes: the tuning job listed, one curve per job, the stopped jobs marked where the daemon
+stopped them, a new job appearing without a reload, the table equal to `status --json`.
+
+Screenshots go to the test's tmp dir, and to SIDECAR_SCREENSHOTS when set (`make screenshots`
+regenerates the docs' copy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import skip_or_fail
+from tests.helpers import wait_for
+from tests.integration.test_api import Daemon
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+TRAINER = (
+    "import sys, time\n"
+    "path, start, step = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])\n"
+    "with open(path, 'a') as f:\n"
+    "    for e in range(1, 7):\n"
+    "        f.write(f'epoch {e} val_loss={start - step * e:.4f}\\n'); f.flush()\n"
+    "        time.sleep(0.15)\n"
+)
+NONE = "\u2013"  # what the table shows for no value (an en dash)
+SWEEP = {"a": (1.0, 0.08), "b": (0.9, 0.09), "c": (1.6, 0.01), "d": (2.0, 0.01)}
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        skip_or_fail("selenium is not installed (make setup)")
+    if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
+        skip_or_fail("chromium and chromium-driver are not installed (apt-get install -y ...)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path, token=False)
+    d.process.start()
+    try:
+        wait_for(d.ready, 30, describe=d.process.output)
+        yield d
+    finally:
+        d.process.terminate()
+
+
+def train(d: Daemon, job: str, start: float, step: float) -> subprocess.Popen[bytes]:
+    log = d.logs / f"{job}.log"
+    return subprocess.Popen([sys.executable, "-c", TRAINER, str(log), str(start), str(step)])
+
+
+def status_jobs(d: Daemon) -> dict[str, dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "sidecar", "status", "-c", str(d.config), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (tj,) = json.loads(out.stdout)["tuning_jobs"]
+    return {j["job"]: j for j in tj["jobs"]}
+
+
+def page_state(driver: Any) -> dict[str, Any]:
+    result: dict[str, Any] = driver.execute_script(
+        """
+        const s = window.sidecarState;
+        if (!s || !s.doc || !s.chart) return {};
+        const rows = [...document.querySelectorAll('#jobs tbody tr')].map(
+          (r) => [...r.children].map((c) => c.textContent));
+        const lastEpoch = s.doc.jobs.map((j, i) => {
+          const ys = s.chart.data[i + 1]; let at = -1;
+          ys.forEach((v, k) => { if (v !== null && v !== undefined) at = k; });
+          return at < 0 ? null : s.chart.data[0][at];
+        });
+        return {tuningJobs: [...document.querySelectorAll('nav button')].map((b) => b.dataset.name),
+                curves: s.curves, series: s.chart.series.length, jobs: s.doc.jobs.map((j) => j.job),
+                rows, lastEpoch, connection: document.getElementById('connection').textContent};
+        """
+    )
+    return result
+
+
+def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000  # a drawn page, not a blank one
+    target = os.environ.get("SIDECAR_SCREENSHOTS")
+    if target:
+        shutil.copy(path, Path(target) / name)
+
+
+def test_the_live_page_follows_a_running_sweep(
+    daemon: Daemon, browser: Any, tmp_path: Path
+) -> None:
+    browser.get(f"http://127.0.0.1:{daemon.port}/")
+    wait_for(lambda: page_state(browser).get("tuningJobs") == ["api"], 20)
+    trainers = [train(daemon, job, *curve) for job, curve in SWEEP.items()]
+    for t in trainers:
+        assert t.wait(30) == 0
+
+    def read_all() -> bool:  # every job read to its end (or stopped)
+        found = status_jobs(daemon)
+        return len(found) == len(SWEEP) and all(
+            j["decision"] or j["epochs"] == 6 for j in found.values()
+        )
+
+    wait_for(read_all, 30, describe=lambda: status_jobs(daemon))
+    jobs = status_jobs(daemon)
+    stopped = {name: j["decision"]["epoch"] for name, j in jobs.items() if j["decision"]}
+    assert stopped, "the sweep has losers"
+
+    def caught_up() -> bool:
+        state = page_state(browser)
+        rows = {r[0]: r for r in state.get("rows", [])}
+        return set(rows) == set(jobs) and all(
+            rows[n][1] == j["status"] and rows[n][2] == str(j["epochs"]) for n, j in jobs.items()
+        )
+
+    wait_for(caught_up, 20, describe=lambda: page_state(browser))
+    state = page_state(browser)
+    assert state["connection"] == "live"
+    assert state["curves"] == len(jobs) and state["series"] == len(jobs) + 2
+    for name, epoch in stopped.items():
+        assert state["lastEpoch"][state["jobs"].index(name)] == epoch  # the curve ends at the stop
+    for row in state["rows"]:
+        job = jobs[row[0]]
+        assert row[1] == job["status"] and row[2] == str(job["epochs"])
+        assert row[3] == (str(job["decision"]["epoch"]) if job["decision"] else NONE)
+        assert row[6] == (str(job["decision"]["compared_jobs"]) if job["decision"] else NONE)
+    screenshot(browser, tmp_path, "live-page.png")
+
+    late = train(daemon, "e", 0.7, 0.1)  # a new job: shown without a reload
+    assert late.wait(30) == 0
+    wait_for(lambda: "e" in {r[0] for r in page_state(browser).get("rows", [])}, 20)
+    assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
