@@ -7,6 +7,7 @@ import contextlib
 import http.client
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -158,6 +159,20 @@ def test_read_documents_thresholds_and_events_to_two_clients(daemon: Daemon) -> 
         check=True,
     )
     (from_status,) = json.loads(cli.stdout)["tuning_jobs"]
+    # every threshold is the median rule's own figure, recomputed here from the values
+    ordered = sorted(detail["jobs"], key=lambda j: j["order"])
+    for k, job in enumerate(ordered):
+        for epoch, threshold in job["thresholds"]:
+            averages = []
+            for earlier in ordered[:k]:
+                cut = earlier["decision"]["epoch"] if earlier["decision"] else None
+                series = [v for e, v in earlier["values"]["val_loss"] if cut is None or e <= cut]
+                if len(series) >= epoch:
+                    averages.append(sum(series[:epoch]) / epoch)
+            if not averages:
+                assert threshold is None, (job["job"], epoch)  # nothing to compare with
+            else:
+                assert threshold == pytest.approx(statistics.median(averages)), (job["job"], epoch)
     for job, expected in zip(detail["jobs"], from_status["jobs"], strict=True):
         thresholds = job.pop("thresholds")
         why = job.pop("why_not_stopped")
@@ -265,3 +280,28 @@ def test_the_daemon_survives_a_thousand_garbage_requests(daemon: Daemon) -> None
             s.recv(1024)
     assert daemon.process.alive()
     assert daemon.request("GET", "/api/v1/tuning-jobs")[0] == 200
+
+
+def test_a_client_that_never_reads_does_not_hold_up_decisions(daemon: Daemon) -> None:
+    """An event stream opened and never read: every decision is still made."""
+    stuck = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        many = {f"j{k:03d}": [1.0 + k / 100, 0.9 + k / 100, 0.8 + k / 100] for k in range(60)}
+        for job, values in many.items():
+            (daemon.logs / f"{job}.log").write_text(
+                "".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1))
+                + "x" * 2000
+                + "\n"
+            )
+
+        def all_decided() -> bool:  # every job read to its end or stopped
+            status, doc = daemon.request("GET", "/api/v1/tuning-jobs/api")
+            jobs = doc.get("jobs", []) if status == 200 else []
+            return len(jobs) == len(many) and all(j["decision"] or j["epochs"] == 3 for j in jobs)
+
+        wait_for(all_decided, 60, describe=daemon.process.output)
+        assert stopped(daemon)  # the rule did stop jobs meanwhile
+    finally:
+        stuck.close()

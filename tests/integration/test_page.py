@@ -156,3 +156,10 @@ def test_the_live_page_follows_a_running_sweep(
     assert late.wait(30) == 0
     wait_for(lambda: "e" in {r[0] for r in page_state(browser).get("rows", [])}, 20)
     assert browser.execute_script("return performance.getEntriesByType('navigation').length") == 1
+
+    # the daemon restarts: the page reconnects by itself and shows the same sweep
+    assert daemon.process.terminate() == 0
+    wait_for(lambda: page_state(browser).get("connection") != "live", 20)
+    daemon.process.start()
+    wait_for(lambda: page_state(browser).get("connection") == "live", 30)
+    wait_for(lambda: len(page_state(browser).get("rows", [])) == len(jobs) + 1, 20)
