@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 import structlog
@@ -17,7 +19,8 @@ from sidecar.assemble import Parts, assemble
 from sidecar.config import Config
 from sidecar.errors import UsageError
 from sidecar.extras import require_extras
-from sidecar.model import JobEnded, JobStatus
+from sidecar.model import Decision, JobEnded, JobStatus
+from sidecar.pipeline import Publish
 from sidecar.sources.pipe import StreamPump, write_all
 from sidecar.status import completion_in_store
 from sidecar.stoppers import NoneStopper, Stopper
@@ -28,6 +31,17 @@ from sidecar.telemetry import Telemetry
 log = structlog.get_logger("sidecar.exec")
 
 
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """How a command run by `execute` ended: its exit code (or -1 when it never started, the
+    tuning job being complete), whether the rule stopped it, and the decision."""
+
+    code: int
+    stopped: bool
+    decision: Decision | None = None
+    not_started: bool = False
+
+
 def run_exec(
     config: Config,
     *,
@@ -36,7 +50,26 @@ def run_exec(
     tuning_job: str | None = None,
     dry_run: bool = False,
 ) -> int:
-    """Run `argv`; return its exit code, or `early_stopped_exit_code` when the rule stopped it."""
+    """Run `argv`; return its exit code, or `early_stopped_exit_code` when the rule stopped it
+    (or the tuning job is complete and it was not started)."""
+    outcome = execute(config, job=job, argv=argv, tuning_job=tuning_job, dry_run=dry_run)
+    if outcome.stopped or outcome.not_started:
+        return config.early_stopped_exit_code
+    return outcome.code if outcome.code >= 0 else 128 - outcome.code
+
+
+def execute(
+    config: Config,
+    *,
+    job: str,
+    argv: Sequence[str],
+    tuning_job: str | None = None,
+    dry_run: bool = False,
+    publish: Publish | None = None,
+) -> Executed:
+    """`run_exec`'s work: `publish` gets the live events (each objective value, as the API's
+    stream has them); signals are forwarded to the child only from the main thread (an Optuna
+    study's worker threads run trials too)."""
     if not argv:
         raise UsageError("exec needs a command after `--`")
     require_extras(config, dry_run=True)  # the store's extra; exec stops with signals only
@@ -60,7 +93,7 @@ def run_exec(
             at=done.at,
             hint="the command was not started",
         )
-        return config.early_stopped_exit_code
+        return Executed(-1, False, not_started=True)
     try:
         child = subprocess.Popen(
             list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
@@ -84,6 +117,7 @@ def run_exec(
             backend="none" if no_stop else "signal",
             dry_run=no_stop,
             shared_store=True,  # other `exec`s of this tuning job write the same store
+            publish=publish,
         )
         # launch order: when exec starts the job; a name that has run and ended is a new attempt
         key = decider.pipeline.job_key(tuning_job, job, fresh=True)
@@ -101,7 +135,11 @@ def run_exec(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = (
+        {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     assert child.stdout is not None and child.stderr is not None
     pumps = [
         StreamPump(
@@ -138,6 +176,4 @@ def run_exec(
         and not state.decision.dry_run
         and state.status is JobStatus.STOPPED
     )
-    if stopped:
-        return config.early_stopped_exit_code
-    return code if code >= 0 else 128 - code
+    return Executed(code, stopped, state.decision)

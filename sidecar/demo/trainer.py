@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import Any
 
 
 def curve(lr: float, epochs: int, seed: int) -> list[float]:
@@ -31,6 +32,21 @@ def curve(lr: float, epochs: int, seed: int) -> list[float]:
     ]
 
 
+class Tee:
+    """Writes to a stream and a file (`--log`): the trainer's output kept for a replay."""
+
+    def __init__(self, stream: Any, file: Any) -> None:
+        self.stream, self.file = stream, file
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return int(self.stream.write(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sidecar.demo.trainer")
     parser.add_argument("--job", required=True)
@@ -39,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epoch-seconds", type=float, default=0.25)
     parser.add_argument("--pid-file")
+    parser.add_argument("--log", help="also append everything printed to this file")
     args = parser.parse_args(argv)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -51,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.pid_file + ".tmp", "w") as handle:
             handle.write(f"{os.getpid()}\n")
         os.replace(args.pid_file + ".tmp", args.pid_file)
-    out = sys.stdout
-    print(f"starting job {args.job} lr={args.lr} epochs={args.epochs}", flush=True)
+    out: Any = Tee(sys.stdout, open(args.log, "a")) if args.log else sys.stdout  # noqa: SIM115
+    print(f"starting job {args.job} lr={args.lr} epochs={args.epochs}", file=out, flush=True)
     steps = 20
     for epoch, val in enumerate(curve(args.lr, args.epochs, args.seed), 1):
         out.write(f"Epoch {epoch}/{args.epochs}\n")
@@ -64,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         acc = max(0.0, min(1.0, 1.05 - val / 2.4)) if math.isfinite(val) else 0.0
         out.write(f" - epoch {epoch} train_loss={train:.4f} val_loss={val:.4f} val_acc={acc:.4f}\n")
         out.flush()
-    print("training finished", flush=True)
+    print("training finished", file=out, flush=True)
     return 0
 
 

@@ -1,0 +1,1 @@
+"""Integrations with tuners: `sidecar.integrations.optuna` (extra `optuna`)."""
