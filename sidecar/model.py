@@ -135,3 +135,14 @@ class ParseCounts:
 def finite_or_none(value: float) -> float | None:
     """JSON-safe number: NaN and infinities become None."""
     return value if math.isfinite(value) else None
+
+
+def json_safe(value: Any) -> Any:
+    """A document with every NaN and infinity, at any depth, as None (JSON has neither)."""
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

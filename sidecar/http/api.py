@@ -18,7 +18,7 @@ from sidecar.engine import TuningJobEngine
 from sidecar.errors import ConfigError
 from sidecar.http.events import EventHub
 from sidecar.http.server import Request, Response, Router, text
-from sidecar.model import JobStatus, Sample
+from sidecar.model import JobStatus, Sample, finite_or_none, json_safe
 from sidecar.pipeline import Pipeline, Pushed
 from sidecar.report import objective_doc, rule_doc
 from sidecar.status import status_document
@@ -53,10 +53,6 @@ def json_response(status: int, document: object) -> Response:
     return Response(status, body, content_type="application/json")
 
 
-def finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
 def summary(engine: TuningJobEngine, config: Config) -> dict[str, Any]:
     """One element of `GET /api/v1/tuning-jobs` (call under the pipeline's lock)."""
     counts = {s.value: 0 for s in JobStatus}
@@ -84,7 +80,10 @@ def thresholds(engine: TuningJobEngine) -> dict[str, list[list[Any]]]:
     """What the rule compared each job's value with, per epoch (None where it could not decide),
     as its own verdicts said (call under the pipeline's lock)."""
     return {
-        state.name: [[e, finite(t)] for e, t in sorted(state.thresholds.items())]
+        state.name: [
+            [e, None if t is None else finite_or_none(t)]
+            for e, t in sorted(state.thresholds.items())
+        ]
         for state in engine.jobs.values()
     }
 
@@ -139,8 +138,15 @@ class Api:
 
     def tuning_job(self, request: Request) -> Response:
         name = request.params["name"]
+        with self.pipeline.lock:
+            live = name in self.pipeline.engines
+        # the engine knows the completion: the store is replayed for it only for a tuning job
+        # this daemon has no engine for
         document = status_document(
-            self.store, tuning_job=name, values=True, early_stopping=self.config.early_stopping
+            self.store,
+            tuning_job=name,
+            values=True,
+            early_stopping=None if live else self.config.early_stopping,
         )
         if not document["tuning_jobs"]:
             return json_response(404, {"error": f"no tuning job {name!r}"})
@@ -148,14 +154,15 @@ class Api:
         with self.pipeline.lock:
             engine = self.pipeline.engines.get(name)
             known = thresholds(engine) if engine is not None else {}
-            complete = engine.completion.complete if engine is not None else None
             why = {n: engine.why_not_stopped(n) for n in engine.jobs} if engine is not None else {}
-        if complete is not None:
-            element["completion"] = complete.doc()
+            if engine is not None:
+                complete = engine.completion.complete
+                element["rule"] = rule_doc(self.config.early_stopping)
+                element["completion"] = complete.doc() if complete is not None else None
         for job in element["jobs"]:
             job["thresholds"] = known.get(job["job"], [])
             job["why_not_stopped"] = why.get(job["job"]) if job["decision"] is None else None
-        return json_response(200, _nulls(element))
+        return json_response(200, json_safe(element))
 
     async def events(self, request: Request) -> Response:
         if self.hub.full():
@@ -185,7 +192,7 @@ class Api:
             return json_response(503, {"error": "no answer in time (the daemon is busy)"})
         except ValueError as exc:
             return json_response(400, {"error": str(exc)})
-        return json_response(200, _nulls(answer))
+        return json_response(200, json_safe(answer))
 
 
 def parse_values(body: bytes) -> list[Sample]:
@@ -213,14 +220,3 @@ def parse_values(body: bytes) -> list[Sample]:
             raise ValueError(f"{where}.value: a number")
         samples.append(Sample(metric, epoch, float(value)))
     return samples
-
-
-def _nulls(value: Any) -> Any:
-    """NaN and infinities as null (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nulls(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nulls(v) for v in value]
-    return value

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
+
+from sidecar.model import json_safe
 
 CLIENT_QUEUE = 1000  # events held for one client; past this it is too slow and is dropped
 HEARTBEAT_SECONDS = 15.0  # a comment line this often: proxies keep the stream, dead peers show
@@ -22,17 +23,6 @@ RETRY_MILLISECONDS = 2000  # how soon a browser's EventSource reconnects after t
 MAX_CLIENTS = 64
 
 _DROP = object()
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinities: null, as in every other document."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
 
 
 class EventHub:
@@ -50,7 +40,7 @@ class EventHub:
             loop, clients = self._loop, list(self._clients)
         if loop is None or not clients:
             return
-        frame = f"event: {kind}\ndata: {json.dumps(_clean(data), separators=(',', ':'))}\n\n"
+        frame = f"event: {kind}\ndata: {json.dumps(json_safe(data), separators=(',', ':'))}\n\n"
         with contextlib.suppress(RuntimeError):  # the loop has closed: the server is stopping
             loop.call_soon_threadsafe(self._deliver, clients, frame.encode())
 

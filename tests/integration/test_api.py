@@ -152,6 +152,7 @@ def test_read_documents_thresholds_and_events_to_two_clients(daemon: Daemon) -> 
     assert tj["name"] == "api" and tj["best"] == {"job": "b", "value": 0.4}
     assert tj["counts"]["Stopped"] == 2 and tj["completion"] is None
     status, detail = daemon.request("GET", "/api/v1/tuning-jobs/api")
+    assert detail["rule"] == tj["rule"] and detail["completion"] is None  # from the live engine
     cli = subprocess.run(
         [sys.executable, "-m", "sidecar", "status", "-c", str(daemon.config), "--json", "--values"],
         capture_output=True,
