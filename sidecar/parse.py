@@ -203,11 +203,6 @@ class _Joined:
         return sorted(hits)
 
 
-def _lines_holding(lines: Sequence[bytes], needles: Sequence[bytes]) -> list[int]:
-    """The indexes of the lines that contain any of `needles`, in order."""
-    return _Joined(lines).holding(needles)
-
-
 # A block scan's findings, one tuple per (line, what): (line index, order, metric name, value
 # text, epoch text); ordered by line, then by `order`: the epoch regex, each definition in turn
 # (its matches in line order), the JSON definitions; a line needing terminal decoding is fed alone.
@@ -365,7 +360,7 @@ class Extractor:
             return list(range(len(lines)))
         if len(lines) < 16:
             return [i for i, raw in enumerate(lines) if self.might_match(raw)]
-        return _lines_holding(lines, (*gates, b"\x1b", b"\x08"))
+        return _Joined(lines).holding((*gates, b"\x1b", b"\x08"))
 
     def job_parser(
         self,

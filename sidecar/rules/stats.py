@@ -18,15 +18,11 @@ def nanmax(values: Iterable[float]) -> float:
     return max(kept) if kept else math.nan
 
 
-def nanpercentile(values: Iterable[float], q: float) -> float:
-    """`numpy.nanpercentile(values, q)` with its default (linear) method, to the last bit: the
-    virtual index (n - 1) * q / 100 between the two nearest order statistics, interpolated with
-    NumPy's `_lerp` (from the upper one when the fraction is at least 0.5)."""
-    return percentile_of_sorted(sorted(v for v in values if not math.isnan(v)), q)
-
-
 def percentile_of_sorted(ordered: Sequence[float], q: float) -> float:
-    """`nanpercentile` of values already without NaN and in ascending order."""
+    """`numpy.nanpercentile(values, q)` with its default (linear) method, to the last bit, for
+    values already without NaN and in ascending order: the virtual index (n - 1) * q / 100
+    between the two nearest order statistics, interpolated with NumPy's `_lerp` (from the upper
+    one when the fraction is at least 0.5). NaN for no values."""
     n = len(ordered)
     if n == 0:
         return math.nan
