@@ -159,6 +159,18 @@ def migrate(db: sqlite3.Connection, url: str, migrations: Sequence[str] = MIGRAT
     return current
 
 
+OPEN_RETRY_SECONDS = 30.0
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """True for SQLITE_BUSY and SQLITE_LOCKED (extended codes included): another connection
+    holds the file for now, so trying again can succeed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class SqliteStore:
     """History in one SQLite file in WAL mode; every write is one `BEGIN IMMEDIATE` transaction.
 
@@ -175,18 +187,38 @@ class SqliteStore:
                     f"store {self.url!r}: directory {str(parent)!r} does not exist "
                     "(create it, or set `store:` / SIDECAR_STORE to a writable path)"
                 )
-        try:
-            self._db = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            if path != MEMORY:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                # NORMAL in WAL mode: a process crash (kill -9) loses no committed transaction
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            migrate(self._db, self.url)
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.url!r}: cannot open: {exc}") from None
+        self._db = self._open(path)
+
+    def _open(self, path: str) -> sqlite3.Connection:
+        """Connect, switch to WAL and migrate, retrying while another connection holds the file.
+
+        SQLite answers SQLITE_BUSY at once, without waiting out the busy timeout, when two
+        connections switch a new file to WAL together or one opens while another closes the
+        last connection (it checkpoints and removes the WAL): processes and threads starting
+        one sweep at once open one file, so a busy open is retried until OPEN_RETRY_SECONDS."""
+        deadline = time.monotonic() + OPEN_RETRY_SECONDS
+        pause = 0.005
+        while True:
+            db: sqlite3.Connection | None = None
+            try:
+                db = sqlite3.connect(
+                    path, isolation_level=None, check_same_thread=False, timeout=30.0
+                )
+                if path != MEMORY:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    # NORMAL in WAL mode: a process crash (kill -9) loses no committed transaction
+                    db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                migrate(db, self.url)
+                return db
+            except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                if _busy(exc) and time.monotonic() < deadline:
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.25)
+                    continue
+                raise StoreError(f"store {self.url!r}: cannot open: {exc}") from None
 
     @contextmanager
     def _transaction(self, what: str, *, write: bool = True) -> Iterator[sqlite3.Connection]:

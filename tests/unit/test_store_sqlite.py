@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,28 @@ class TestSchema:
         second = SqliteStore(path)
         assert second.schema_version() == SCHEMA_VERSION
         assert [n for n, _ in second.tuning_jobs()] == ["t"]
+
+    def test_threads_opening_a_new_file_at_once_all_succeed(self, tmp_path: Path) -> None:
+        """SQLite refuses at once (no busy wait) when connections switch a new file to WAL
+        together; trials of one sweep start at once, so every open must still succeed."""
+        failures: list[BaseException] = []
+        for round_ in range(60):
+            path = str(tmp_path / f"h{round_}.db")
+            start = threading.Barrier(4)
+
+            def open_and_close(path: str = path, start: threading.Barrier = start) -> None:
+                start.wait()
+                try:
+                    SqliteStore(path).close()
+                except BaseException as exc:  # collected and asserted below
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert failures == []
 
     @pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://"])
     def test_bad_urls_are_store_errors(self, url: str) -> None:
