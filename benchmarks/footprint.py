@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/footprint.py [--files 1000] [--epochs 30] [--idle-seconds 20]
         [--layout flat|dirs] [--max-watches N] [--deadline 300] [--tree DIR] [--keep DIR]
 
-Target: RSS <= 80 MB; idle CPU ~0 (no busy loop).
+Target: RSS <= 80 MB; idle CPU <= 0.2 % of a core.
 
 Writes `--files` training logs (a few noise lines and `--epochs` metric lines each) into a
 temporary folder, then starts a real `sidecar run` (SQLite store, stop backend `none`, HTTP on a
@@ -43,7 +43,7 @@ from pathlib import Path
 
 TUNING_JOB = "footprint"
 RSS_TARGET_MB = 80.0
-IDLE_TARGET_PERCENT = 1.0  # "~0": well under one percent of one core
+IDLE_TARGET_PERCENT = 0.2  # of one core
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOISE = [
     "INFO trainer.py:212] step {s}/5000 loss {x:.4f} lr 3.00e-04",
@@ -325,8 +325,8 @@ def main() -> None:
         f"({'also' if peak <= RSS_TARGET_MB else 'not'} within it)"
     )
     print(
-        f"idle CPU ~0 (< {IDLE_TARGET_PERCENT:g} % of a core): "
-        f"{'MET' if idle_percent < IDLE_TARGET_PERCENT else 'NOT MET'} ({idle_percent:.2f} %)"
+        f"idle CPU <= {IDLE_TARGET_PERCENT:g} % of a core: "
+        f"{'MET' if idle_percent <= IDLE_TARGET_PERCENT else 'NOT MET'} ({idle_percent:.2f} %)"
     )
 
 

@@ -10,6 +10,7 @@ sources block, and nothing read is dropped.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -97,6 +98,8 @@ class Consumer:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         self._thread.join(left)
         self._closed.set()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)  # wakes a thread blocked on the queue to see `closed`
         self._thread.join(1.0)
         return not self._thread.is_alive()
 
@@ -136,7 +139,11 @@ class Consumer:
             return self._deferred.popleft()
         self._turn = True
         try:
-            return self.queue.get(timeout=0 if self._deferred else 0.2)
+            if self._deferred:
+                return self.queue.get_nowait()
+            # blocks: close() always leaves an item (None) or a full queue to wake it, so an
+            # idle daemon's decider does not wake up to find nothing
+            return self.queue.get()
         except queue.Empty:
             return False
 

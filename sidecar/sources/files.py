@@ -197,6 +197,9 @@ class FileTailer:
         self._thread: threading.Thread | None = None
         self._ended: dict[JobName, float] = {}  # job -> when its last file went away
         self._idle_reported: set[JobName] = set()
+        # no job can go idle before this: the idle check walks every file only when one may
+        # (files only grow later, but forgetting a job's newest file moves its growth earlier)
+        self._idle_due = 0.0
         self.probe = probe
         self._probes: dict[JobName, ProbeState] = {}
         self._exit_reported: set[JobName] = set()
@@ -600,6 +603,7 @@ class FileTailer:
 
     def _forget(self, tailed: TailedFile, now: float, *, deleted: bool) -> None:
         self.activity += 1
+        self._idle_due = 0.0
         self._close(tailed)
         del self.files[tailed.key]
         if deleted and not any(f.name == tailed.name for f in self.files.values()):
@@ -709,15 +713,21 @@ class FileTailer:
             self._send(tailed, [], time.monotonic())
 
     def _check_idle(self, now: float) -> None:
-        if self.idle_timeout <= 0:
+        if self.idle_timeout <= 0 or now < self._idle_due:
             return
         latest: dict[JobName, float] = {}
         for tailed in self.files.values():
             latest[tailed.name] = max(latest.get(tailed.name, 0.0), tailed.last_growth)
+        due = now + self.idle_timeout
         for name, last in latest.items():
-            if now - last >= self.idle_timeout and name not in self._idle_reported:
+            if name in self._idle_reported:
+                continue
+            if now - last >= self.idle_timeout:
                 self._idle_reported.add(name)
                 self.emit(JobEnded(name.tuning_job, name.job, JobStatus.COMPLETED, "idle"))
+            else:
+                due = min(due, last + self.idle_timeout)
+        self._idle_due = due
 
     def _check_exits(self, now: float) -> None:
         """End the jobs whose process has exited (after reading their files to the end)."""

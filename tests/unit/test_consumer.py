@@ -133,3 +133,23 @@ class TestFailures:
         wait_for(lambda: recorder.order == ["b"], 30, what="the next item handled")
         assert consumer.failed_items == 1
         assert consumer.alive
+
+
+class TestClosing:
+    def test_an_idle_decider_ends_when_closed(
+        self, parts: tuple[Consumer, Recorder, WriteBuffer]
+    ) -> None:
+        """The decider blocks on an empty queue (no polling while idle); closing wakes it."""
+        consumer, _, _ = parts
+        consumer.start()
+        assert consumer.close(10)
+        assert not consumer.alive
+
+    def test_a_decider_told_to_stop_at_once_is_woken_to_see_it(
+        self, parts: tuple[Consumer, Recorder, WriteBuffer]
+    ) -> None:
+        """No time left to queue the end marker: `closed` is set and the blocked thread woken."""
+        consumer, _, _ = parts
+        consumer.start()
+        consumer.close(0)
+        wait_for(lambda: not consumer.alive, 30, what="the decider ended")

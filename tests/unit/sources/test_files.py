@@ -129,6 +129,78 @@ class TestSteppedFileBehaviours:
         assert stepped.ended() == []  # the job has a file again
 
 
+class TestSteppedIdle:
+    """`idle_timeout`: a job is ended when none of its files grew for that long, on a fake clock.
+    The check walks the files only when some job may have gone idle: these pin that it still
+    ends every job on time."""
+
+    @staticmethod
+    def stepped(logs: Path, glob: str, job: str = "{stem}") -> Stepped:
+        made = Stepped(logs)
+        made.tailer = FileTailer(
+            [SourceConfig(path=f"{logs}/{glob}", job=job)],
+            node="n",
+            tuning_job="t",
+            max_line_bytes=1 << 20,
+            offsets={},
+            emit=made.items.append,
+            idle_timeout=60.0,
+            watch=False,
+            clock=lambda: made.now,
+        )
+        return made
+
+    @staticmethod
+    def tick(made: Stepped, at: float) -> list[str]:
+        """The reconcile at time `at`: the jobs ended as idle so far."""
+        made.now = at
+        made.tailer.step(reconcile=True)
+        return [e.job for e in made.ended() if e.reason == "idle"]
+
+    def test_each_job_ends_idle_on_time_whatever_the_others_do(self, logs: Path) -> None:
+        made = self.stepped(logs, "*.log")
+        append(logs / "a.log", lines(1, 1))
+        made.scan()  # a grew at 100
+        assert self.tick(made, 130.0) == []
+        made.now = 140.0
+        append(logs / "b.log", lines(1, 1))
+        made.scan()  # b opened at 140, after the check at 130 saw only a
+        assert self.tick(made, 159.0) == []
+        assert self.tick(made, 160.0) == ["a"]
+        made.now = 190.0
+        append(logs / "b.log", lines(2, 2))
+        made.scan()  # b grew at 190
+        assert self.tick(made, 200.0) == ["a"]
+        assert self.tick(made, 250.0) == ["a", "b"]
+        assert self.tick(made, 400.0) == ["a", "b"]  # once each
+
+    def test_a_job_whose_newest_file_goes_away_is_idle_since_its_other_file(
+        self, logs: Path
+    ) -> None:
+        (logs / "job").mkdir()
+        made = self.stepped(logs, "job/*.log", job="{parent}")
+        append(logs / "job" / "old.log", lines(1, 1))
+        made.scan()  # old.log grew at 100
+        made.now = 150.0
+        append(logs / "job" / "new.log", lines(2, 2))
+        made.scan()  # new.log grew at 150
+        assert self.tick(made, 155.0) == []  # idle at 210 at the earliest, as things stand
+        (logs / "job" / "new.log").unlink()
+        made.scan(ROTATE_WAIT_SECONDS)  # given up: the job's last growth is old.log's, at 100
+        assert self.tick(made, 160.0 + ROTATE_WAIT_SECONDS) == ["job"]
+
+    def test_a_job_ended_idle_that_speaks_again_can_end_idle_again(self, logs: Path) -> None:
+        made = self.stepped(logs, "*.log")
+        append(logs / "a.log", lines(1, 1))
+        made.scan()
+        assert self.tick(made, 160.0) == ["a"]
+        made.now = 170.0
+        append(logs / "a.log", lines(2, 2))
+        made.scan()
+        assert self.tick(made, 229.0) == ["a"]
+        assert self.tick(made, 230.0) == ["a", "a"]
+
+
 class TestPollingOnly:
     """Without inotify (`watch=False`) the periodic poll alone finds files and their lines."""
 
