@@ -46,6 +46,12 @@ class RecordingRule:
         self.name = rule.name
         self.verdicts: list[tuple[int, Verdict]] = []
 
+    def changed(self, history: JobHistory) -> None:
+        """Passed on: a rule that keeps caches over the histories must hear of every change."""
+        changed = getattr(self.rule, "changed", None)
+        if changed is not None:
+            changed(history)
+
     def decide(
         self,
         *,

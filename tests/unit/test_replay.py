@@ -210,3 +210,53 @@ class TestReplayStreams:
         replay(every, logs, store2)
         job2 = store2.load_job("t", "job-001")
         assert job2 is not None and set(job2.values) == {"val_loss", "other"}
+
+
+class TestTraceAgreesWithReplay:
+    """`replay --plot` decides a second time, through a recording rule, to show the thresholds:
+    the stops it draws are the stops replay reports, for every rule (the rules that keep caches
+    over the histories hear of every change through the recording rule too)."""
+
+    CURVES = [
+        [1.0, 0.8, 0.6, 0.5, 0.45, 0.4],
+        [1.1, 0.9, 0.7, 0.6, 0.5, 0.45],
+        [1.5, 1.4, 1.3, 1.25, 1.2, 1.15],
+        [0.9, 0.7, 0.5, 0.4, 0.35, 0.3],
+        [2.0, 1.9, 1.8, 1.7, 1.6, 1.5],
+        [1.2, 1.0, 0.9, 0.8, 0.75, 0.7],
+        [1.3, 1.2, 1.1, 1.0, 0.9, 0.85],
+        [1.7, 1.8, 1.9, 2.0, 2.1, 2.2],  # gets worse: patience lets the rule see it
+    ]
+
+    @pytest.mark.parametrize(
+        "rule",
+        [
+            {"rule": "sagemaker", "min_jobs": 1},
+            {"rule": "optuna-median", "optuna": {"n_startup_trials": 1}},
+            {"rule": "optuna-percentile", "optuna": {"percentile": 25, "n_startup_trials": 1}},
+            {"rule": "optuna-successive-halving", "optuna": {"min_resource": 1}},
+            {"rule": "optuna-threshold", "optuna": {"upper": 1.6}},
+            {"rule": "katib-median", "katib": {"min_trials_required": 1}},
+            {"rule": "optuna-median", "optuna": {"n_startup_trials": 1}, "patience": {"patience": 1}},
+        ],
+        ids=lambda r: str(r["rule"]) + ("+patience" if "patience" in r else ""),
+    )
+    def test_the_traced_stops_are_replays_stops(
+        self, tmp_path: Path, rule: dict[str, object]
+    ) -> None:
+        config = validate_config(
+            {
+                "tuning_job": "t",
+                "objective": {"metric": "val_loss", "type": "Minimize"},
+                "metric_definitions": [{"Name": "val_loss", "Regex": r"val_loss=(\S+)"}],
+                "epoch": {"regex": r"^epoch (\d+)"},
+                "early_stopping": {"type": "Auto", **rule},
+            }
+        )
+        logs = write_logs(tmp_path, self.CURVES)
+        plain = replay(config, logs, open_store("sqlite://:memory:"))
+        traced = replay(config, logs, open_store("sqlite://:memory:"), trace=True)
+        stops = {j["job"]: j["stopped_at_epoch"] for j in plain.document["jobs"]}
+        drawn = {t.job: t.stop.epoch if t.stop else None for t in traced.traces}
+        assert any(stops.values())  # the sweep is one where the rule stops someone
+        assert drawn == stops
