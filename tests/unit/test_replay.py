@@ -6,6 +6,7 @@ import math
 import statistics
 import tempfile
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -217,7 +218,7 @@ class TestTraceAgreesWithReplay:
     the stops it draws are the stops replay reports, for every rule (the rules that keep caches
     over the histories hear of every change through the recording rule too)."""
 
-    CURVES = [
+    CURVES: ClassVar[list[list[float]]] = [
         [1.0, 0.8, 0.6, 0.5, 0.45, 0.4],
         [1.1, 0.9, 0.7, 0.6, 0.5, 0.45],
         [1.5, 1.4, 1.3, 1.25, 1.2, 1.15],
@@ -237,7 +238,11 @@ class TestTraceAgreesWithReplay:
             {"rule": "optuna-successive-halving", "optuna": {"min_resource": 1}},
             {"rule": "optuna-threshold", "optuna": {"upper": 1.6}},
             {"rule": "katib-median", "katib": {"min_trials_required": 1}},
-            {"rule": "optuna-median", "optuna": {"n_startup_trials": 1}, "patience": {"patience": 1}},
+            {
+                "rule": "optuna-median",
+                "optuna": {"n_startup_trials": 1},
+                "patience": {"patience": 1},
+            },
         ],
         ids=lambda r: str(r["rule"]) + ("+patience" if "patience" in r else ""),
     )
