@@ -11,7 +11,7 @@ from itertools import islice
 from sidecar.completion import Completion, CompletionTracker
 from sidecar.config import CompletionCriteria, EarlyStoppingType, Objective, RuleSettings
 from sidecar.model import Decision, JobStatus, Sample
-from sidecar.rule import AveragesAtEpoch, JobHistory, Rule, SageMakerMedianRule, Verdict
+from sidecar.rule import JobHistory, Rule, Verdict
 from sidecar.rules import make_rule
 
 
@@ -21,9 +21,6 @@ def stop_rung(decision: Decision) -> int | None:
         if key == "rung":
             return int(number)
     return None
-
-
-MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
 
 
 @dataclass(slots=True)
@@ -89,10 +86,6 @@ class TuningJobEngine:
         self.jobs: dict[str, JobState] = {}
         self._orders: list[int] = []  # sorted launch orders, parallel to _histories
         self._histories: list[JobHistory] = []
-        # for the median rule: the sorted averages per (epoch, cutoff), and the histories changed
-        # since (each view applies the log from its own position)
-        self._views: dict[tuple[int, int], AveragesAtEpoch] = {}
-        self._changes: list[JobHistory] = []
         # a rule that keeps caches over the histories is told of every change (its `changed`)
         self._rule_changed: Callable[[JobHistory], None] | None = getattr(
             self.rule, "changed", None
@@ -153,18 +146,11 @@ class TuningJobEngine:
         at = bisect.bisect_left(self._orders, order)
         self._orders.insert(at, order)
         self._histories.insert(at, state.history)
-        self._views.clear()  # every view's cutoff may now include or exclude it
-        self._changes.clear()
+        self._changed(state.history)  # a rule's caches by launch order move it
 
     def _changed(self, history: JobHistory) -> None:
         if self._rule_changed is not None:
             self._rule_changed(history)
-        if not self._views:
-            return
-        self._changes.append(history)
-        if len(self._changes) > 4 * len(self._histories) + 1024:
-            self._views.clear()  # cheaper to rebuild than to replay a long log
-            self._changes.clear()
 
     def restore(
         self,
@@ -233,21 +219,15 @@ class TuningJobEngine:
         return decision
 
     def _decide(self, state: JobState, sample: Sample) -> Decision | None:
-        if isinstance(self.rule, SageMakerMedianRule):
-            view = self._view(sample.epoch, state.order)
-            verdict = self.rule.decide_sorted(
-                epoch=sample.epoch, value=sample.value, averages=view.sorted
-            )
-        else:
-            # the jobs launched before it, without copying a long list for rules that never look
-            earlier = islice(self._histories, bisect.bisect_left(self._orders, state.order))
-            verdict = self.rule.decide(
-                epoch=sample.epoch,
-                value=sample.value,
-                earlier=earlier,
-                job=state.history,
-                others=self._histories,
-            )
+        # the jobs launched before it, without copying a long list for rules that never look
+        earlier = islice(self._histories, bisect.bisect_left(self._orders, state.order))
+        verdict = self.rule.decide(
+            epoch=sample.epoch,
+            value=sample.value,
+            earlier=earlier,
+            job=state.history,
+            others=self._histories,
+        )
         state.verdict = verdict
         state.thresholds[sample.epoch] = verdict.median if verdict.compared else None
         if verdict.compared:
@@ -273,24 +253,6 @@ class TuningJobEngine:
         state.history.stop_rung = stop_rung(decision)
         self._changed(state.history)
         return decision
-
-    def _view(self, epoch: int, cutoff: int) -> AveragesAtEpoch:
-        """The rule's steps 1-2 for a decision at `epoch` by the job launched at `cutoff`."""
-        key = (epoch, cutoff)
-        view = self._views.get(key)
-        if view is None:
-            if len(self._views) >= MAX_VIEWS:
-                self._views.clear()
-                self._changes.clear()
-            view = AveragesAtEpoch(epoch, cutoff, self._histories)
-            view.position = len(self._changes)
-            self._views[key] = view
-            return view
-        changes = self._changes
-        for history in changes[view.position :]:
-            view.update(history)
-        view.position = len(changes)
-        return view
 
     def stop_outcome(self, job: str, outcome: str) -> bool:
         """Record how the stop of a job ended; True when that changed its status. A target that

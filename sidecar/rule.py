@@ -153,6 +153,9 @@ class Rule(Protocol):
         ...
 
 
+MAX_VIEWS = 64  # (epoch, cutoff) views kept; past this they are dropped and rebuilt on demand
+
+
 class SageMakerMedianRule:
     """`rule: sagemaker`: stop when the value is worse than the median of earlier jobs'
     running averages at the same epoch (docs/design.md, "The median rule")."""
@@ -163,6 +166,21 @@ class SageMakerMedianRule:
         self.direction = direction
         self.min_jobs = min_jobs
         self.start_epoch = start_epoch
+        # steps 1-2 kept sorted per (epoch, launch-order cutoff), and the histories changed
+        # since (each view applies the log from its own position): with 10,000 earlier jobs a
+        # decision moves a few entries instead of averaging every job again
+        self._views: dict[tuple[int, int], AveragesAtEpoch] = {}
+        self._changes: list[JobHistory] = []
+        self._population = 0  # histories at the last view built: bounds the change log
+
+    def changed(self, history: JobHistory) -> None:
+        """A history changed (values, status, stop, launch order): the views catch up on it."""
+        if not self._views:
+            return
+        self._changes.append(history)
+        if len(self._changes) > 4 * self._population + 1024:
+            self._views.clear()  # cheaper to rebuild than to replay a long log
+            self._changes.clear()
 
     def decide(
         self,
@@ -173,10 +191,32 @@ class SageMakerMedianRule:
         job: JobHistory | None = None,
         others: Iterable[JobHistory] = (),
     ) -> Verdict:
-        # step 1: P = earlier jobs with a (usable) value at this epoch; step 2: their r_j(e)
-        averages = [job.running_average(epoch) for job in earlier if job.usable_at(epoch)]
-        averages.sort()
+        everyone = others if isinstance(others, Sequence) else list(others)
+        if job is None or not everyone:  # a one-off question: the earlier jobs as given
+            # step 1: P = earlier jobs with a (usable) value at this epoch; step 2: their r_j(e)
+            averages = [h.running_average(epoch) for h in earlier if h.usable_at(epoch)]
+            averages.sort()
+        else:  # the engine's: every job in `others`, kept up to date through `changed`
+            averages = self._view(epoch, job.order, everyone).sorted
         return self.decide_sorted(epoch=epoch, value=value, averages=averages)
+
+    def _view(self, epoch: int, cutoff: int, histories: Sequence[JobHistory]) -> AveragesAtEpoch:
+        key = (epoch, cutoff)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= MAX_VIEWS:
+                self._views.clear()
+                self._changes.clear()
+            self._population = len(histories)
+            view = AveragesAtEpoch(epoch, cutoff, histories)
+            view.position = len(self._changes)
+            self._views[key] = view
+            return view
+        changes = self._changes
+        for history in changes[view.position :]:
+            view.update(history)
+        view.position = len(changes)
+        return view
 
     def decide_sorted(self, *, epoch: int, value: float, averages: Sequence[float]) -> Verdict:
         """`decide`, given steps 1-2 done: the running averages of P, in ascending order (an
@@ -226,13 +266,12 @@ class AveragesAtEpoch:
         self.position = 0  # how much of the engine's change log is applied
 
     def update(self, history: JobHistory) -> None:
-        """Bring one changed (or new) history's entry up to date."""
-        if history.order >= self.cutoff:
-            return
+        """Bring one changed (or new) history's entry up to date; a history whose launch order
+        moved past the cutoff (the store gave it its order late) leaves the view."""
         old = self.included.pop(history, None)
         if old is not None:
             del self.sorted[bisect.bisect_left(self.sorted, old)]
-        if history.usable_at(self.epoch):
+        if history.order < self.cutoff and history.usable_at(self.epoch):
             average = history.running_average(self.epoch)
             bisect.insort(self.sorted, average)
             self.included[history] = average

@@ -107,6 +107,21 @@ class TestTuningJobEngine:
         assert e.jobs["a"].decision == decision
 
 
+    def test_a_job_given_a_later_launch_order_leaves_the_earlier_jobs(self) -> None:
+        """The store gives `a` its order late, after `c`: `c`'s next decision no longer counts
+        it, though `c` decided at that epoch before (the rule's kept averages move it out)."""
+        e = engine()
+        e.register("a", 1)
+        e.register("b", 2)
+        e.register("c", 3)
+        feed(e, "a", [1.0])
+        feed(e, "b", [2.0])
+        assert feed(e, "c", [1.4]) == []  # median of a and b: 1.5
+        e.reorder("a", 10)
+        assert feed(e, "c", [1.8]) == []  # b alone: 2.0 (with a still counted: 1.5, a stop)
+        assert e.jobs["c"].verdict is not None and e.jobs["c"].verdict.median == 2.0
+
+
 # the engine keeps the rule's sorted running averages up to date instead of recomputing them;
 # random interleavings of every kind of change must decide exactly as a recomputation does
 operation = st.one_of(
@@ -122,6 +137,8 @@ operation = st.one_of(
         st.lists(st.tuples(st.integers(1, 4), st.floats(0, 10)), max_size=4),
         st.sampled_from([None, 1, 2, 3]),  # a stop decision's epoch from another node
     ),
+    # the store gives a job registered during an outage its launch order late
+    st.tuples(st.just("reorder"), st.integers(0, 5), st.integers(1, 40)),
 )
 
 
@@ -141,6 +158,13 @@ def test_cached_averages_decide_exactly_as_a_recomputation(
                 job = f"j{index}"
                 e.register(job, int(index) + 1)  # type: ignore[call-overload]
                 got = e.observe(job, [Sample("loss", int(epoch), float(value))])  # type: ignore[call-overload, arg-type]
+            elif op[0] == "reorder":
+                _, index, order = op
+                job = f"j{index}"
+                taken = {s.order for name, s in e.jobs.items() if name != job}
+                if job in e.jobs and order not in taken:
+                    e.reorder(job, int(order))  # type: ignore[call-overload]
+                got = None
             else:
                 _, index, values, stop = op
                 job = f"j{index}"
