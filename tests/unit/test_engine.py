@@ -106,7 +106,6 @@ class TestTuningJobEngine:
         assert e.observe("b", [Sample("loss", 2, 100.0)]) is None
         assert e.jobs["a"].decision == decision
 
-
     def test_a_job_given_a_later_launch_order_leaves_the_earlier_jobs(self) -> None:
         """The store gives `a` its order late, after `c`: `c`'s next decision no longer counts
         it, though `c` decided at that epoch before (the rule's kept averages move it out)."""
