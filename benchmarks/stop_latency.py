@@ -1,12 +1,17 @@
 """Line written to SIGTERM received: p50/p99 of the real daemon stopping real processes (docs/design.md, "Performance targets").
 
-    .venv/bin/python benchmarks/stop_latency.py [--trials 200]
+    .venv/bin/python benchmarks/stop_latency.py [--trials 200] [--stuck-clients 3]
 
 Starts `sidecar run` (signal backend, pid files, SQLite) on a temporary folder. Each trial starts a
 victim process that records `time.monotonic()` when SIGTERM arrives, writes the victim's log with a
 first line (the job is registered), then a losing metric line, and measures from just after that
 write to the victim's receipt of SIGTERM. CLOCK_MONOTONIC is system-wide on Linux, so the two
 processes' readings compare.
+
+The trials run twice on one daemon: first alone, then with `--stuck-clients` clients of the event
+stream (`GET /api/v1/events`) that connect and never read a byte, so the daemon's writes to them
+back up (docs/design.md, "Events": bounded per-client queues, a stuck client dropped). Both rows
+are printed side by side; every trial of both must end with its SIGTERM (all decisions made).
 """
 
 from __future__ import annotations
@@ -57,15 +62,64 @@ def wait_file(path: Path, timeout: float = 10.0) -> str:
     raise TimeoutError(path)
 
 
+def stuck_client(port: int) -> socket.socket:
+    """An event-stream client that never reads: a tiny receive buffer, nothing taken from it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+    return sock
+
+
+def trials(root: Path, count: int, first: int) -> list[float]:
+    """`count` victims stopped one after another; the latencies in ms, sorted."""
+    latencies = []
+    for k in range(first, first + count):
+        job = f"job-{k:04d}"
+        got = root / "got" / job
+        victim = subprocess.Popen(
+            [sys.executable, "-c", VICTIM, str(got), str(root / "pids" / f"{job}.pid")],
+            start_new_session=True,
+        )
+        wait_file(root / "pids" / f"{job}.pid")
+        log = root / "logs" / f"{job}.log"
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(fd, b"starting\n")
+        time.sleep(0.15)  # the job is registered and its file followed: steady state
+        line = f"epoch 1 loss={10 + k}\n".encode()
+        os.write(fd, line)
+        t0 = time.monotonic()
+        t1 = float(wait_file(got))
+        os.close(fd)
+        victim.wait(timeout=10)
+        latencies.append((t1 - t0) * 1000)
+    return sorted(latencies)
+
+
+def row(label: str, latencies: list[float]) -> str:
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return (
+        f"  {label:<28} {len(latencies):>6}  {q[49]:>8.2f}  {q[89]:>8.2f}  {q[98]:>8.2f}"
+        f"  {latencies[-1]:>8.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--trials", type=int, default=200, help="trials in each phase")
+    parser.add_argument(
+        "--stuck-clients",
+        type=int,
+        default=3,
+        help="event-stream clients that never read, in the second phase (0: no second phase)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "logs").mkdir()
         (root / "pids").mkdir()
         (root / "got").mkdir()
+        port = free_port()
         config = {
             "tuning_job": "bench",
             "objective": {"metric": "loss"},
@@ -78,45 +132,33 @@ def main() -> None:
                 "signal": {"pid_file": str(root / "pids" / "{job}.pid")},
             },
             "store": f"sqlite://{root / 'h.db'}",
-            "http": {"host": "127.0.0.1", "port": free_port()},
+            "http": {"host": "127.0.0.1", "port": port},
             "log_level": "warning",
         }
         cfg = root / "config.json"
         cfg.write_text(json.dumps(config))
         daemon = subprocess.Popen([sys.executable, "-m", "sidecar", "run", "-c", str(cfg)])
+        clients: list[socket.socket] = []
         try:
             (root / "logs" / "base.log").write_text("loss=1.0\n")
             while not (root / "h.db").exists():
                 time.sleep(0.01)
             time.sleep(1.0)
-            latencies = []
-            for k in range(args.trials):
-                job = f"job-{k:04d}"
-                got = root / "got" / job
-                victim = subprocess.Popen(
-                    [sys.executable, "-c", VICTIM, str(got), str(root / "pids" / f"{job}.pid")],
-                    start_new_session=True,
-                )
-                wait_file(root / "pids" / f"{job}.pid")
-                log = root / "logs" / f"{job}.log"
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                os.write(fd, b"starting\n")
-                time.sleep(0.15)  # the job is registered and its file followed: steady state
-                line = f"epoch 1 loss={10 + k}\n".encode()
-                os.write(fd, line)
-                t0 = time.monotonic()
-                t1 = float(wait_file(got))
-                os.close(fd)
-                victim.wait(timeout=10)
-                latencies.append((t1 - t0) * 1000)
-            latencies.sort()
-            q = statistics.quantiles(latencies, n=100, method="inclusive")
-            print(f"stop latency, line written -> SIGTERM received, {len(latencies)} trials:")
-            print(
-                f"  p50 {q[49]:.2f} ms   p90 {q[89]:.2f} ms   p99 {q[98]:.2f} ms   max {latencies[-1]:.2f} ms"
-            )
+            rows = [("alone", trials(root, args.trials, 0))]
+            if args.stuck_clients:
+                clients = [stuck_client(port) for _ in range(args.stuck_clients)]
+                label = f"{args.stuck_clients} never-reading SSE clients"
+                rows.append((label, trials(root, args.trials, args.trials)))
+            print("stop latency, line written -> SIGTERM received, ms:")
+            print(f"  {'':<28} {'trials':>6}  {'p50':>8}  {'p90':>8}  {'p99':>8}  {'max':>8}")
+            for label, latencies in rows:
+                print(row(label, latencies))
+            made = sum(len(latencies) for _, latencies in rows)
+            print(f"  every decision made: {made} of {args.trials * len(rows)} victims stopped")
             print("  target (docs/design.md): p50 <= 5 ms, p99 <= 25 ms")
         finally:
+            for sock in clients:
+                sock.close()
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=30)
 

@@ -72,9 +72,11 @@ def test_scaling_prints_each_table(tmp_path: Path) -> None:
     assert "| 2 files |" in out
 
 
-def test_stop_latency_runs_its_trials() -> None:
-    out = run("stop_latency.py", "--trials", "3")
-    assert "p50" in out
+def test_stop_latency_runs_its_trials_alone_and_beside_stuck_clients() -> None:
+    out = run("stop_latency.py", "--trials", "3", "--stuck-clients", "2")
+    assert "  alone " in out
+    assert "2 never-reading SSE clients" in out
+    assert "every decision made: 6 of 6 victims stopped" in out
 
 
 def test_decision_history_runs_on_sqlite() -> None:

@@ -1,6 +1,7 @@
 """The live page in a real headless Chromium, against a real daemon fed by real trainer
 processes: the tuning job listed, one curve per job, the stopped jobs marked where the daemon
-stopped them, a new job appearing without a reload, the table equal to `status --json`.
+stopped them, the tooltip of a hovered point (job, epoch, value, median as the API gives them), a
+new job appearing without a reload, the table equal to `status --json`.
 
 Screenshots go to the test's tmp dir, and to SIDECAR_SCREENSHOTS when set (`make screenshots`
 regenerates the docs' copy)."""
@@ -112,6 +113,61 @@ def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
         shutil.copy(path, Path(target) / name)
 
 
+def hover_shows_the_point(daemon: Daemon, browser: Any) -> None:
+    """The mouse on a job's curve at an epoch: the tooltip names the job, the epoch, its value
+    and the median the rule held it to there, as the API gives them."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    status, doc = daemon.request("GET", "/api/v1/tuning-jobs/api")
+    assert status == 200
+    metric = doc["objective"]["metric"]
+    # a point the rule compared: the latest epoch of any job where it had a median
+    points = [
+        (e, j, dict(map(tuple, j["values"][metric]))[e], t)
+        for j in doc["jobs"]
+        for e, t in j["thresholds"]
+        if t is not None and e in dict(map(tuple, j["values"][metric]))
+    ]
+    assert points, "the rule compared some job with a median"
+    epoch, job, value, median = max(points, key=lambda p: p[0])
+    x, y, width, height = browser.execute_script(
+        """
+        const u = window.sidecarState.chart, doc = window.sidecarState.doc;
+        const i = doc.jobs.findIndex((j) => j.job === arguments[0]);
+        const at = u.data[0].indexOf(arguments[1]);
+        const r = u.over.getBoundingClientRect();
+        return [u.valToPos(u.data[0][at], 'x'), u.valToPos(u.data[i + 1][at], 'y'),
+                r.width, r.height];
+        """,
+        job["job"],
+        epoch,
+    )
+    over = browser.find_element(By.CSS_SELECTOR, "#chart .u-over")
+
+    def inside(at: float, size: float) -> int:  # from the element's centre, 2 px within its edges
+        return round(min(max(at, 2), size - 2) - size / 2)
+
+    dx, dy = inside(x, width), inside(y, height)
+    expected = browser.execute_script(
+        "return `${arguments[0]} · epoch ${arguments[1]} · value ${fmt(arguments[2])}"
+        " · median ${fmt(arguments[3])}`;",
+        job["job"],
+        epoch,
+        value,
+        median,
+    )
+
+    def shown() -> str | None:
+        # the focus follows the nearest curve once the cursor has moved onto it
+        ActionChains(browser).move_to_element_with_offset(over, dx, dy + 1).perform()
+        ActionChains(browser).move_to_element_with_offset(over, dx, dy).perform()
+        tip = browser.find_element(By.ID, "tooltip")
+        return str(tip.text) if tip.is_displayed() else None
+
+    wait_for(lambda: shown() == expected, 20, describe=lambda: f"{shown()!r}, not {expected!r}")
+
+
 def test_the_live_page_follows_a_running_sweep(
     daemon: Daemon, browser: Any, tmp_path: Path
 ) -> None:
@@ -151,6 +207,7 @@ def test_the_live_page_follows_a_running_sweep(
         assert row[3] == (str(job["decision"]["epoch"]) if job["decision"] else NONE)
         assert row[6] == (str(job["decision"]["compared_jobs"]) if job["decision"] else NONE)
     screenshot(browser, tmp_path, "live-page.png")
+    hover_shows_the_point(daemon, browser)
 
     late = train(daemon, "e", 0.7, 0.1)  # a new job: shown without a reload
     assert late.wait(30) == 0
