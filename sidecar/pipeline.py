@@ -179,7 +179,8 @@ class Pipeline:
         start (a restart), then only what other processes changed since (shared stores)."""
         metric = self.config.objective.metric
         since = self.cursors.get(engine.name, 0)
-        cursor, changed = self.store.changes(engine.name, metric, since)
+        # the local jobs' own writes are known here: only other processes' are news
+        cursor, changed = self.store.changes(engine.name, metric, since, others_only=True)
         batch = Batch()
         with self.lock:
             self.cursors[engine.name] = cursor

@@ -3,6 +3,7 @@ and the values stop templates get. Pure."""
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +18,23 @@ DOCKER_FIELDS = ("container_id", "container")  # what a docker source adds to st
 _PLACEHOLDER = regex.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+@functools.lru_cache(maxsize=256)
+def _pieces(template: str) -> tuple[tuple[str, str | None], ...]:
+    """A template split once into (literal text, placeholder name or None) pieces: a stop
+    renders one pid file template for every job it protects, so the parse is remembered
+    (a pure function of the template: the cache changes no answer)."""
+    pieces: list[tuple[str, str | None]] = []
+    at = 0
+    for m in _PLACEHOLDER.finditer(template):
+        pieces.append((template[at : m.start()], m.group(1)))
+        at = m.end()
+    pieces.append((template[at:], None))
+    return tuple(pieces)
+
+
 def placeholders(template: str) -> list[str]:
     """The `{name}` placeholders of a template, in order (a regex's `{2}` is not one)."""
-    return [m.group(1) for m in _PLACEHOLDER.finditer(template)]
+    return [name for _, name in _pieces(template) if name is not None]
 
 
 def check_placeholders(template: str, allowed: Any) -> None:
@@ -57,10 +72,13 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     """Fill `{job}`-style placeholders; anything else in braces (a regex's `{2}`, an unknown
     name) is left exactly as it is."""
 
-    def fill(match: regex.Match[str]) -> str:
-        return values.get(match.group(1), match.group(0))
-
-    return str(_PLACEHOLDER.sub(fill, template))
+    out: list[str] = []
+    for literal, name in _pieces(template):
+        out.append(literal)
+        if name is not None:
+            value = values.get(name)
+            out.append("{" + name + "}" if value is None else value)
+    return "".join(out)
 
 
 def template_context(

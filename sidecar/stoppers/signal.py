@@ -34,7 +34,6 @@ from sidecar.stoppers.procs import (
     ancestors,
     cmdline,
     same_process,
-    started_at,
 )
 from sidecar.templates import render_path, render_template
 
@@ -65,10 +64,13 @@ def pid_file_resolver(template: str, *, match: str | None = None) -> Resolver:
             path = render_path(template, context)
         except ValueError as exc:
             raise PermanentStopError(f"stop.signal.pid_file: {exc}") from None
-        try:
-            with open(path, "rb") as handle:
-                written = os.fstat(handle.fileno()).st_mtime
-                raw = handle.read(64).strip()
+        try:  # plain os calls: a stop reads every other job's pid file too (to protect them)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                written = os.fstat(fd).st_mtime
+                raw = os.read(fd, 64).strip()
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             raise StopError(f"pid file {path!r} does not exist") from None
         except OSError as exc:
@@ -83,7 +85,7 @@ def pid_file_resolver(template: str, *, match: str | None = None) -> Resolver:
         process = table.get(pid)
         if process is None:
             return []  # the job's process has exited
-        late = started_at(process) - written
+        late = table.started_at(process) - written
         if late > STALE_SLACK_SECONDS:
             raise StopError(
                 f"pid file {path!r} is stale: pid {pid} is now a process that started {late:.1f} s "

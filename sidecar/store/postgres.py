@@ -511,9 +511,12 @@ class PostgresStore:
                 out.setdefault(job, {})[rule] = decision
         return out
 
-    def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
+    def changes(
+        self, tuning_job: str, metric: str, since: int, *, others_only: bool = False
+    ) -> tuple[int, list[StoredJob]]:
         """Jobs whose row or `metric` values changed after write number `since`, with only the
-        changed values; and the write number to ask from next time.
+        changed values; and the write number to ask from next time (`others_only` changes
+        nothing here: the one statement is the cheap way to know).
 
         The counter and the rows are read in one snapshot (one statement). Numbers are in commit
         order (module docstring), so that snapshot holds every row stamped up to the counter it

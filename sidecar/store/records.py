@@ -112,9 +112,14 @@ class Store(Protocol):
         """The shadow rules' decisions, by job, then by shadow label."""
         ...
 
-    def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
+    def changes(
+        self, tuning_job: str, metric: str, since: int, *, others_only: bool = False
+    ) -> tuple[int, list[StoredJob]]:
         """Jobs changed after write cursor `since` (0: all), with only their changed `metric`
-        values, and the cursor to pass next time. Lets a process follow others' writes."""
+        values, and the cursor to pass next time. Lets a process follow others' writes.
+
+        `others_only`: the caller needs only what other connections wrote; a store that can tell
+        cheaply that none committed since its last answer may then answer `(since, [])`."""
         ...
 
     def offsets(self, node: str) -> dict[str, Offset]:

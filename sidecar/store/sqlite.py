@@ -188,6 +188,8 @@ class SqliteStore:
                     "(create it, or set `store:` / SIDECAR_STORE to a writable path)"
                 )
         self._db = self._open(path)
+        # (tuning job, metric) -> (the data version, the cursor) of the last `changes` answer
+        self._asked: dict[tuple[str, str], tuple[int, int]] = {}
 
     def _open(self, path: str) -> sqlite3.Connection:
         """Connect, switch to WAL and migrate, retrying while another connection holds the file.
@@ -415,18 +417,34 @@ class SqliteStore:
                 out.setdefault(job, {})[rule] = decision
         return out
 
-    def changes(self, tuning_job: str, metric: str, since: int) -> tuple[int, list[StoredJob]]:
+    def changes(
+        self, tuning_job: str, metric: str, since: int, *, others_only: bool = False
+    ) -> tuple[int, list[StoredJob]]:
         """Jobs whose row or `metric` values changed after write number `since`, with only the
         changed values; and the write number to ask from next time.
+
+        `others_only`: SQLite's data version tells whether another connection committed since
+        the last answer; when none did and `since` is that answer, nothing is read.
 
         Rows carry the write number of the transaction that last wrote them, and numbers are
         handed out in commit order (writers take turns), so a snapshot that shows the tuning job's
         counter at C shows every row written with a number up to C: nothing is skipped."""
+        key = (tuning_job, metric)
+        with self._lock:
+            try:
+                version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.url!r}: read the data version: {exc}") from None
+            if others_only and self._asked.get(key) == (version, since):
+                # no other connection committed since the last answer, which was `since`: what
+                # changed since is this connection's own writes, which the caller does not need
+                return since, []
         with self._transaction(f"read changes of tuning job {tuning_job!r}", write=False) as db:
             row = db.execute(
                 "SELECT write_seq FROM tuning_jobs WHERE name = ?", (tuning_job,)
             ).fetchone()
             cursor = int(row[0]) if row is not None else 0
+            self._asked[key] = (version, cursor)
             if cursor == since:
                 return cursor, []
             if since > cursor:  # a cursor from a history that was replaced: start over

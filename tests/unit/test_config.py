@@ -223,6 +223,10 @@ class TestTemplates:
             ("/run/training/{job}.pid", {"job": "j1"}, "/run/training/j1.pid"),
             ("{tuning_job}-{job}", {"job": "a", "tuning_job": "t"}, "t-a"),
             ("{job}-{unknown}", {"job": "a"}, "a-{unknown}"),
+            (r"^x{2}\d{1,3} {job}{job}", {"job": "a"}, r"^x{2}\d{1,3} aa"),  # a regex's braces
+            ("{job}", {"job": "{tuning_job}"}, "{tuning_job}"),  # a value is not filled again
+            ("", {"job": "a"}, ""),
+            ("no placeholders {}", {}, "no placeholders {}"),
         ],
     )
     def test_render_template_fills_known_placeholders(

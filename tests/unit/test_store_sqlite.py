@@ -116,6 +116,33 @@ class TestJobs:
 
 
 class TestSqliteSpecifics:
+    def test_others_only_changes_skip_this_connections_writes_never_anothers(
+        self, tmp_path: Path
+    ) -> None:
+        """`others_only`: after an answer, this connection's own writes are not read back (the
+        data version shows no other commit), but another connection's write always is."""
+        path = str(tmp_path / "h.db")
+        mine, theirs = SqliteStore(path), SqliteStore(path)
+        try:
+            mine.ensure_tuning_job("t", OBJECTIVE)
+            mine.register_job("t", "a")
+            cursor, jobs = mine.changes("t", "val_loss", 0, others_only=True)
+            assert [j.name for j in jobs] == ["a"]
+            mine.apply(Batch(values=[ValueRow("t", "a", "val_loss", 1, 0.5)]))
+            assert mine.changes("t", "val_loss", cursor, others_only=True) == (cursor, [])
+            later, jobs = mine.changes("t", "val_loss", cursor)  # asked for everything
+            assert later > cursor and [j.name for j in jobs] == ["a"]
+
+            theirs.register_job("t", "b")
+            theirs.apply(Batch(values=[ValueRow("t", "b", "val_loss", 1, 0.7)]))
+            newest, jobs = mine.changes("t", "val_loss", later, others_only=True)
+            assert newest > later
+            assert [(j.name, j.values) for j in jobs] == [("b", {"val_loss": [(1, 0.7)]})]
+            assert mine.changes("t", "val_loss", newest, others_only=True) == (newest, [])
+        finally:
+            mine.close()
+            theirs.close()
+
     def test_upgrade_to_v2_moves_the_write_counter_into_tuning_jobs(self, tmp_path: Path) -> None:
         """v1's single write_sequence row becomes each tuning job's starting write_seq."""
         path = tmp_path / "h.db"
