@@ -55,6 +55,28 @@ def wait_for(
         time.sleep(interval)  # the polling interval; the deadline bounds the wait
 
 
+def at_once(count: int, action: Callable[[], T]) -> tuple[list[T], list[BaseException]]:
+    """`action` in `count` threads released together by a barrier: what they returned, and what
+    they raised (a test asserts there is nothing)."""
+    start = threading.Barrier(count)
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(action())
+        except BaseException as exc:  # collected for the test to assert on
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
 def seq(last: int, first: int = 1) -> list[tuple[int, float]]:
     """What the store holds when lines `seq=first..last` were each applied once, in order."""
     return [(k, float(k)) for k in range(first, last + 1)]

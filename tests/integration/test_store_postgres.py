@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from sidecar.model import JobStatus, Offset, Sample
 from sidecar.rule import SageMakerMedianRule
 from sidecar.store import Batch, JobUpdate, StoredJob, ValueRow
 from tests.conftest import ROOT, PrivateServer, closed_port, in_ci, with_query
+from tests.helpers import at_once
 
 try:
     import psycopg
@@ -289,22 +289,7 @@ class TestConcurrency:
 
     def test_sidecars_starting_at_once_migrate_once(self, postgres_url: str) -> None:
         """Six stores opening an empty schema at the same moment: one migrates, all open."""
-        barrier = threading.Barrier(6)
-        stores: list[PostgresStore] = []
-        errors: list[BaseException] = []
-
-        def start() -> None:
-            barrier.wait()
-            try:
-                stores.append(PostgresStore(postgres_url))
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        stores, errors = at_once(6, lambda: PostgresStore(postgres_url))
         assert not errors
         for s in stores:
             s.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from sidecar.config import Objective, ObjectiveType
 from sidecar.errors import SchemaVersionError, StoreError
 from sidecar.store import Batch, ValueRow, open_store
 from sidecar.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore, migrate
+from tests.helpers import at_once
 
 OBJECTIVE = Objective(metric="val_loss", type=ObjectiveType.MINIMIZE)
 
@@ -60,20 +60,8 @@ class TestSchema:
         failures: list[BaseException] = []
         for round_ in range(60):
             path = str(tmp_path / f"h{round_}.db")
-            start = threading.Barrier(4)
-
-            def open_and_close(path: str = path, start: threading.Barrier = start) -> None:
-                start.wait()
-                try:
-                    SqliteStore(path).close()
-                except BaseException as exc:  # collected and asserted below
-                    failures.append(exc)
-
-            threads = [threading.Thread(target=open_and_close) for _ in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            _, errors = at_once(4, lambda path=path: SqliteStore(path).close())
+            failures += errors
         assert failures == []
 
     @pytest.mark.parametrize("url", ["mysql://x/y", "sqlite://"])
