@@ -134,7 +134,13 @@ class Verdict:
 
 
 class Rule(Protocol):
-    """A stopping rule: a pure function of the current value and the earlier jobs' histories."""
+    """A stopping rule: a function of the current value and the earlier jobs' histories.
+
+    A rule may keep caches over the histories (sorted averages, Completed jobs' values); such a
+    rule has a `changed(history)` method, and whoever asks it with `job` and `others` (the
+    engine, and any rule wrapping it) must tell it of every change to any of `others` (values,
+    status, stop, launch order) and always pass the same population. Asked without `job`, it
+    answers from `earlier` alone."""
 
     name: str
 

@@ -76,8 +76,7 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     for literal, name in _pieces(template):
         out.append(literal)
         if name is not None:
-            value = values.get(name)
-            out.append("{" + name + "}" if value is None else value)
+            out.append(values[name] if name in values else "{" + name + "}")
     return "".join(out)
 
 

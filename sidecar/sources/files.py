@@ -198,7 +198,8 @@ class FileTailer:
         self._ended: dict[JobName, float] = {}  # job -> when its last file went away
         self._idle_reported: set[JobName] = set()
         # no job can go idle before this: the idle check walks every file only when one may
-        # (files only grow later, but forgetting a job's newest file moves its growth earlier)
+        # (files only grow later, but forgetting a job's newest file moves its growth earlier,
+        # and a job ended idle that is read again can end idle again: those reset it)
         self._idle_due = 0.0
         self.probe = probe
         self._probes: dict[JobName, ProbeState] = {}
@@ -690,7 +691,9 @@ class FileTailer:
         tailed.resume = {}
         tailed.sent_offset = decoder.offset
         self.activity += 1
-        self._idle_reported.discard(tailed.name)
+        if tailed.name in self._idle_reported:
+            self._idle_reported.discard(tailed.name)
+            self._idle_due = 0.0  # it may go idle again before the next due time
         if lines and tailed.name in self._exit_reported:  # it speaks again: a process anew
             self._exit_reported.discard(tailed.name)
             self._probes.pop(tailed.name, None)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -65,9 +66,13 @@ def pid_file_resolver(template: str, *, match: str | None = None) -> Resolver:
         except ValueError as exc:
             raise PermanentStopError(f"stop.signal.pid_file: {exc}") from None
         try:  # plain os calls: a stop reads every other job's pid file too (to protect them)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO at the path must not hold up every stop until someone writes
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
-                written = os.fstat(fd).st_mtime
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise PermanentStopError(f"pid file {path!r} is not a regular file")
+                written = info.st_mtime
                 raw = os.read(fd, 64).strip()
             finally:
                 os.close(fd)

@@ -213,9 +213,11 @@ class SqliteStore:
                 db.execute("PRAGMA foreign_keys=ON")
                 migrate(db, self.url)
                 return db
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if db is not None:
-                    db.close()
+                    db.close()  # also when the schema is newer: nothing stays open
+                if not isinstance(exc, sqlite3.Error):
+                    raise
                 if _busy(exc) and time.monotonic() < deadline:
                     time.sleep(pause)
                     pause = min(pause * 2, 0.25)

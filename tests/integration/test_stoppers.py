@@ -309,6 +309,36 @@ class TestSignalStopperPidFile:
         assert stopper.stop(request()) is StopResult.ALREADY_EXITED
         assert proc.wait(timeout=DEADLINE) == 0  # it exited by itself, not by a signal
 
+    @pytest.mark.parametrize("kind", ["fifo", "directory"])
+    def test_a_pid_file_that_is_not_a_file_is_refused_without_waiting(
+        self, spawn: Spawn, tmp_path: Path, kind: str
+    ) -> None:
+        """A FIFO (or a folder) where another job's pid file should be: it is not opened for a
+        writer to come, so the stop of this job goes on; as the target's own pid file, it is a
+        permanent error naming the path."""
+        proc = spawn("import time; time.sleep(60)")
+        (tmp_path / "job-b.pid").write_text(str(proc.pid))
+        odd = tmp_path / "other.pid"
+        if kind == "fifo":
+            os.mkfifo(odd)
+        else:
+            odd.mkdir()
+        stopper = SignalStopper(pid_file_resolver(str(tmp_path / "{job}.pid")), grace_seconds=10)
+        protected = StopRequest(
+            decision("job-b", "tj"),
+            template_context(job="job-b", tuning_job="tj", log_path=""),
+            others=(template_context(job="other", tuning_job="tj", log_path=""),),
+        )
+        outcome: list[object] = []
+        worker = threading.Thread(
+            target=lambda: outcome.append(stopper.stop(protected)), daemon=True
+        )
+        worker.start()
+        worker.join(DEADLINE)
+        assert outcome == [StopResult.STOPPED]
+        with pytest.raises(PermanentStopError, match=r"other\.pid.* not a regular file"):
+            stopper.stop(request("other"))
+
     def test_a_missing_pid_file_is_a_retryable_error(self, tmp_path: Path) -> None:
         """The job may not have written its pid yet: StopError, not PermanentStopError."""
         stopper = SignalStopper(pid_file_resolver(str(tmp_path / "{job}.pid")), grace_seconds=1.0)

@@ -189,6 +189,19 @@ class TestSteppedIdle:
         made.scan(ROTATE_WAIT_SECONDS)  # given up: the job's last growth is old.log's, at 100
         assert self.tick(made, 160.0 + ROTATE_WAIT_SECONDS) == ["job"]
 
+    def test_a_job_ended_idle_whose_file_is_truncated_is_checked_again_at_once(
+        self, logs: Path
+    ) -> None:
+        """A copytruncate of an idle job's log reads it again (nothing new): still no growth
+        since 100, so it ends idle again at the next tick, not one timeout later."""
+        made = self.stepped(logs, "*.log")
+        append(logs / "a.log", lines(1, 1))
+        made.scan()
+        assert self.tick(made, 160.0) == ["a"]
+        os.truncate(logs / "a.log", 0)
+        made.scan(10.0)
+        assert self.tick(made, 171.0) == ["a", "a"]
+
     def test_a_job_ended_idle_that_speaks_again_can_end_idle_again(self, logs: Path) -> None:
         made = self.stepped(logs, "*.log")
         append(logs / "a.log", lines(1, 1))
