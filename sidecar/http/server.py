@@ -36,6 +36,11 @@ READ_TIMEOUT = 10.0  # seconds to send the request line, headers and body
 WRITE_TIMEOUT = 10.0  # seconds a response write may wait for the client to read
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1 << 20  # the API's push bodies are at most 1 MiB
+# after refusing a request whose body was not read (413, a bad head): what the client still
+# sends is read and dropped for this long and this much, so that closing does not reset the
+# connection before the client has read the refusal (a reset discards it on the client's side)
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 4 << 20
 WORKERS = 4
 
 
@@ -248,6 +253,7 @@ class HttpServer:
                 return
             except _BadRequestError as exc:
                 await self._send(writer, text(exc.status, exc.message))
+                await self._linger(reader, writer)
                 return
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
@@ -266,6 +272,23 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Half-close, then drop what the client still sends (bounded in time and bytes)."""
+        with contextlib.suppress(Exception):
+            if writer.can_write_eof():
+                writer.write_eof()
+            deadline = asyncio.get_running_loop().time() + LINGER_SECONDS
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return
+                chunk = await asyncio.wait_for(reader.read(64 * 1024), left)
+                if not chunk:
+                    return  # the client is done
+                dropped += len(chunk)
 
     def _evict(self) -> bool:
         """Close the oldest connection still sending its head; False when there is none."""

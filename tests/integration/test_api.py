@@ -253,6 +253,24 @@ def test_bad_pushes_are_refused_and_store_nothing(
     assert all(j["job"] != "bad" for j in detail.get("jobs", []))
 
 
+def test_a_refused_oversized_body_is_read_by_the_client_sending_it(daemon: Daemon) -> None:
+    """413 comes before the body is read; the daemon then reads and drops what the client still
+    sends before closing, so the client finishes sending and reads the 413 (closing on unread
+    data resets the connection, and a reset loses the answer on the client's side)."""
+    body = b"x" * (3 << 20)
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/v1/tuning-jobs/api/jobs/big/values HTTP/1.1\r\nHost: t\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        sock.sendall(body)  # raises BrokenPipeError when the daemon closes without reading
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
 def test_without_a_token_file_every_post_is_405(tmp_path: Path) -> None:
     d = Daemon(tmp_path, token=False)
     d.process.start()
