@@ -10,7 +10,8 @@ history and epochs per job, idle CPU with followed files (issue 12's scaling tab
   bounded batches, so RSS should stay flat while the log grows.
 - jobs, epochs: one decision (`TuningJobEngine.observe` of a new objective value at the last
   epoch) with that many earlier jobs in the engine, each with that many epochs: the first
-  decision (running averages computed) and the steady one (cached), in microseconds.
+  decision (running averages computed) and the median of 20 steady ones (cached), in
+  microseconds (`rule_decisions.measure`, the sagemaker rule).
 - files: `sidecar run` following that many idle files (written once, then silent): the CPU share
   of a core it uses while idle, over `--idle-seconds` (after it has read them all).
 
@@ -34,10 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parse_throughput
-
-from sidecar.config import EarlyStopping, Objective, ObjectiveType
-from sidecar.engine import TuningJobEngine
-from sidecar.model import JobStatus, Sample
+import rule_decisions
 
 TREE = Path(__file__).resolve().parent.parent
 
@@ -61,24 +59,8 @@ def replay_row(lines: int, tmp: Path) -> str:
 
 
 def decision_row(jobs: int, epochs: int) -> str:
-    objective = Objective(metric="val_loss", type=ObjectiveType.MINIMIZE)
-    engine = TuningJobEngine("bench", objective, EarlyStopping())
-    for j in range(jobs):
-        values = [(e, 1.0 + ((j * 7919 + e) % 1000) / 1000) for e in range(1, epochs + 1)]
-        engine.restore(f"job-{j}", j + 1, JobStatus.COMPLETED, values, None)
-    engine.register("new", jobs + 1)
-    for e in range(1, epochs):
-        engine.observe("new", [Sample("val_loss", e, 0.0)])  # better than all: never stopped
-    t0 = time.perf_counter()
-    engine.observe("new", [Sample("val_loss", epochs, 0.0)])
-    first = time.perf_counter() - t0
-    engine.register("steady", jobs + 2)
-    for e in range(1, epochs):
-        engine.observe("steady", [Sample("val_loss", e, 0.0)])
-    t0 = time.perf_counter()
-    engine.observe("steady", [Sample("val_loss", epochs, 0.0)])
-    steady = time.perf_counter() - t0
-    return f"| {jobs:,} jobs x {epochs:,} epochs | {first * 1e6:,.0f} us | {steady * 1e6:,.0f} us |"
+    first, steady = rule_decisions.measure("sagemaker", jobs, epochs, repeat=20)  # ms
+    return f"| {jobs:,} jobs x {epochs:,} epochs | {first * 1e3:,.0f} us | {steady * 1e3:,.0f} us |"
 
 
 def idle_row(files: int, idle_seconds: float, tmp: Path) -> str:

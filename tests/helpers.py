@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -75,6 +75,31 @@ def at_once(count: int, action: Callable[[], T]) -> tuple[list[T], list[BaseExce
     for t in threads:
         t.join()
     return results, errors
+
+
+def write_curve_logs(folder: Path, curves: Mapping[str, Sequence[float]]) -> list[str]:
+    """One log per job, `epoch E val_loss=V` a line, in the order given: the paths."""
+    paths = []
+    for job, values in curves.items():
+        path = folder / f"{job}.log"
+        path.write_text("".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1)))
+        paths.append(str(path))
+    return paths
+
+
+def replay_stops(config: Path, logs: Sequence[str | Path]) -> dict[str, int]:
+    """`sidecar replay --json` of `logs` as a user runs it: each job it stops, and the epoch."""
+    replayed = subprocess.run(
+        [sys.executable, "-m", "sidecar", "replay", "-c", str(config), "--json", *map(str, logs)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        j["job"]: j["decision"]["epoch"]
+        for j in json.loads(replayed.stdout)["jobs"]
+        if j["status"] == "Stopped"
+    }
 
 
 def seq(last: int, first: int = 1) -> list[tuple[int, float]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import DaemonProcess, wait_for
+from tests.helpers import DaemonProcess, replay_stops, wait_for, write_curve_logs
 
 TOKEN = "s3cret-token-of-the-test-0123456789"
 CURVES = {
@@ -58,6 +58,16 @@ class Daemon:
         self.config = config
         self.process = DaemonProcess(config, tmp / "daemon.log")
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Daemon]:
+        """The daemon started and ready; terminated at the end."""
+        self.process.start()
+        try:
+            wait_for(self.ready, 30, describe=self.process.output)
+            yield self
+        finally:
+            self.process.terminate()
+
     def request(
         self,
         method: str,
@@ -84,13 +94,8 @@ class Daemon:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path)
-    d.process.start()
-    try:
-        wait_for(d.ready, 30, describe=d.process.output)
+    with Daemon(tmp_path).running() as d:
         yield d
-    finally:
-        d.process.terminate()
 
 
 def write_sweep(d: Daemon) -> None:
@@ -210,22 +215,7 @@ def test_pushed_values_decide_as_log_lines_would(daemon: Daemon, tmp_path: Path)
             if answer["stop"]:
                 answers[job] = answer["decision"]["epoch"]
                 break
-    logs = []
-    for job, values in CURVES.items():
-        path = tmp_path / f"{job}.log"
-        path.write_text("".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1)))
-        logs.append(str(path))
-    replayed = subprocess.run(
-        [sys.executable, "-m", "sidecar", "replay", "-c", str(daemon.config), "--json", *logs],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    expected = {
-        j["job"]: j["decision"]["epoch"]
-        for j in json.loads(replayed.stdout)["jobs"]
-        if j["decision"]
-    }
+    expected = replay_stops(daemon.config, write_curve_logs(tmp_path, CURVES))
     assert expected and answers == expected
     assert TOKEN not in daemon.process.output(100_000)  # never logged
 
@@ -272,15 +262,10 @@ def test_a_refused_oversized_body_is_read_by_the_client_sending_it(daemon: Daemo
 
 
 def test_without_a_token_file_every_post_is_405(tmp_path: Path) -> None:
-    d = Daemon(tmp_path, token=False)
-    d.process.start()
-    try:
-        wait_for(d.ready, 30, describe=d.process.output)
+    with Daemon(tmp_path, token=False).running() as d:
         assert (
             push(d, "a", {"values": [{"metric": "val_loss", "epoch": 1, "value": 1.0}]})[0] == 405
         )
-    finally:
-        d.process.terminate()
 
 
 def test_the_daemon_survives_a_thousand_garbage_requests(daemon: Daemon) -> None:

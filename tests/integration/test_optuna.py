@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from sidecar.integrations.optuna import SidecarPruner, run_trial  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import replay_stops, write_curve_logs  # noqa: E402
 from tests.integration.test_api import TOKEN, Daemon, push  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -70,20 +69,10 @@ def test_a_study_prunes_exactly_the_jobs_replay_stops(tmp_path: Path) -> None:
     study.optimize(objective_for(cfg, logs), n_trials=12)
     paths = sorted(logs.glob("*.log"))
     assert len(paths) == 12
-    replayed = subprocess.run(
-        [sys.executable, "-m", "sidecar", "replay", "-c", str(cfg), "--json", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    replay_stops = {
-        j["job"]: j["decision"]["epoch"]
-        for j in json.loads(replayed.stdout)["jobs"]
-        if j["status"] == "Stopped"
-    }
+    stops = replay_stops(cfg, paths)
     pruned = {f"trial-{t.number:03d}" for t in study.trials if t.state.name == "PRUNED"}
     assert pruned, "the sweep has losers"
-    assert pruned == set(replay_stops)
+    assert pruned == set(stops)
     for t in study.trials:
         values = logged(logs / f"trial-{t.number:03d}.log")
         assert same(t.intermediate_values, values)  # every logged value reported, at its epoch
@@ -120,10 +109,7 @@ CURVES = [[1.0, 0.8, 0.6, 0.5], [0.9, 0.7, 0.5, 0.4], [1.5, 1.4, 1.3, 1.2], [2.0
 
 
 def test_sidecar_pruner_prunes_as_the_daemon_decides(tmp_path: Path) -> None:
-    d = Daemon(tmp_path)
-    d.process.start()
-    try:
-        wait_for(d.ready, 30, describe=d.process.output)
+    with Daemon(tmp_path).running() as d:
         pruner = SidecarPruner(f"http://127.0.0.1:{d.port}", tuning_job="api", token=TOKEN)
         study = optuna.create_study(pruner=pruner)
         for values in CURVES:
@@ -138,27 +124,11 @@ def test_sidecar_pruner_prunes_as_the_daemon_decides(tmp_path: Path) -> None:
         pruned = {
             f"trial-{t.number}": t.last_step for t in study.trials if t.state.name == "PRUNED"
         }
-        logs = []
-        for k, values in enumerate(CURVES):
-            path = tmp_path / f"trial-{k}.log"
-            path.write_text("".join(f"epoch {e} val_loss={v}\n" for e, v in enumerate(values, 1)))
-            logs.append(str(path))
-        replayed = subprocess.run(
-            [sys.executable, "-m", "sidecar", "replay", "-c", str(d.config), "--json", *logs],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        expected = {
-            j["job"]: j["decision"]["epoch"]
-            for j in json.loads(replayed.stdout)["jobs"]
-            if j["decision"]
-        }
+        curves = {f"trial-{k}": values for k, values in enumerate(CURVES)}
+        expected = replay_stops(d.config, write_curve_logs(tmp_path, curves))
         assert expected and pruned == expected
         assert pruner.errors == 0
         assert push(d, "x", {"values": []})[0] == 400  # the endpoint is the one in use
-    finally:
-        d.process.terminate()
     down = SidecarPruner(f"http://127.0.0.1:{d.port}", tuning_job="api", token=TOKEN, timeout=1)
     study = optuna.create_study(pruner=down)
     trial = study.ask()

@@ -59,13 +59,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    d = Daemon(tmp_path, token=False)
-    d.process.start()
-    try:
-        wait_for(d.ready, 30, describe=d.process.output)
+    with Daemon(tmp_path, token=False).running() as d:
         yield d
-    finally:
-        d.process.terminate()
 
 
 def train(d: Daemon, job: str, start: float, step: float) -> subprocess.Popen[bytes]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import replay_stops
 from tests.integration.test_execute import config, run_exec
 
 CURVES = {
@@ -65,16 +66,6 @@ def test_shadow_rules_decide_beside_the_live_rule_and_never_stop(tmp_path: Path)
             logs.append(str(path))
         (tmp_path / label).mkdir()
         live = config(tmp_path / label, early_stopping=block, epoch="{regex: '^epoch (\\d+)'}")
-        replayed = subprocess.run(
-            [sys.executable, "-m", "sidecar", "replay", "-c", str(live), "--json", *logs],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        stops = {
-            j["job"]: j["decision"]["epoch"]
-            for j in json.loads(replayed.stdout)["jobs"]
-            if j["status"] == "Stopped"
-        }
+        stops = replay_stops(live, logs)
         assert stops, label  # not vacuous: this rule stops something here
         assert stops == {job: epoch for (job, rule), epoch in shown.items() if rule == label}
