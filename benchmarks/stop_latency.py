@@ -72,10 +72,10 @@ def stuck_client(port: int) -> socket.socket:
     return sock
 
 
-def trials(root: Path, count: int, first: int) -> list[float]:
+def trials(root: Path, count: int) -> list[float]:
     """`count` victims stopped one after another; the latencies in ms, sorted."""
     latencies = []
-    for k in range(first, first + count):
+    for k in range(count):
         job = f"job-{k:04d}"
         got = root / "got" / job
         victim = subprocess.Popen(
@@ -139,7 +139,7 @@ def phase(trial_count: int, stuck: int) -> list[float]:
                 time.sleep(0.01)
             time.sleep(1.0)
             clients = [stuck_client(port) for _ in range(stuck)]
-            return trials(root, trial_count, 0)
+            return trials(root, trial_count)
         finally:
             for sock in clients:
                 sock.close()

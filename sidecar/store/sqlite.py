@@ -165,10 +165,10 @@ OPEN_RETRY_SECONDS = 30.0
 def _busy(exc: sqlite3.Error) -> bool:
     """True for SQLITE_BUSY and SQLITE_LOCKED (extended codes included): another connection
     holds the file for now, so trying again can succeed."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None:
-        return "locked" in str(exc) or "busy" in str(exc)
-    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 class SqliteStore:
